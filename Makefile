@@ -1,0 +1,143 @@
+# bt: one plain Makefile. `make` builds lib/libbt.a and every tool into bin/; `make check`
+# runs the C unit tests and the Bats tests; `make demo` runs the main job on the bundled
+# data; `make install` honours PREFIX and DESTDIR. It detects CUDA (nvcc), cuDNN, NCCL,
+# oneDNN and MPI, prints what it found, and builds what it can; `make CUDA=0` forces a
+# CPU-only build.
+#
+# Adding a source file to the library: LIB_SRCS (or CUDA_SRCS for .cu). A tool: TOOLS.
+# A unit test: UNIT_TESTS. See docs/DESIGN.md for the full checklists.
+
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+MANDIR = $(PREFIX)/share/man
+DATADIR = $(PREFIX)/share/bt
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+BT_CFLAGS = -std=gnu11 -Wall -Wextra -pthread -Ilib -Icmd
+LDLIBS = -ljpeg -lpng16 -lz -lm -pthread
+
+# ---- detection ------------------------------------------------------------------------
+CUDA ?= auto
+ifeq ($(CUDA),0)
+NVCC :=
+else
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+ifneq ($(NVCC),)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O2 -g
+HAVE_CUDNN := $(if $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h),yes,no)
+HAVE_NCCL := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),yes,no)
+CUDA_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+CUDA_LIBS = -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+else
+HAVE_CUDNN := no
+HAVE_NCCL := no
+endif
+HAVE_ONEDNN := $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),yes,no)
+HAVE_MPI := $(if $(shell command -v mpicc 2>/dev/null),yes,no)
+
+ifeq ($(filter clean distclean,$(MAKECMDGOALS)),)
+ifeq ($(MAKELEVEL),0)
+$(info bt: CUDA $(if $(NVCC),yes ($(CUDA_VERSION), $(NVCC), sm_90 + PTX),no$(if $(filter 0,$(CUDA)), (CUDA=0),))  cuDNN $(HAVE_CUDNN)  NCCL $(HAVE_NCCL)  oneDNN $(HAVE_ONEDNN)  MPI $(HAVE_MPI))
+endif
+endif
+
+# ---- sources --------------------------------------------------------------------------
+LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
+	lib/source_idx.c lib/prep.c
+ifneq ($(NVCC),)
+CUDA_SRCS = lib/cuda/device.cu
+else
+LIB_SRCS += lib/device_nocuda.c
+endif
+LIB_OBJS = $(LIB_SRCS:.c=.o) $(CUDA_SRCS:.cu=.o)
+LIB_HDRS = $(wildcard lib/*.h)
+
+TOOLS = bt-prep bt-info
+TOOL_BINS = $(TOOLS:%=bin/%)
+TOOL_COMMON = cmd/tool.o
+
+UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source
+TEST_GEN = tests/gen/mkimg tests/gen/mkdata
+
+# ---- build ----------------------------------------------------------------------------
+all: lib/libbt.a $(TOOL_BINS)
+
+lib/libbt.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJS)
+
+lib/%.o: lib/%.c $(LIB_HDRS)
+	$(CC) $(BT_CFLAGS) $(CFLAGS) -c $< -o $@
+
+lib/cuda/%.o: lib/cuda/%.cu $(LIB_HDRS)
+	$(NVCC) $(CUDA_ARCH) $(NVCCFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
+
+cmd/%.o: cmd/%.c cmd/tool.h $(LIB_HDRS)
+	$(CC) $(BT_CFLAGS) $(CFLAGS) -c $< -o $@
+
+bin/%: cmd/%.o $(TOOL_COMMON) lib/libbt.a
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -o $@ $< $(TOOL_COMMON) lib/libbt.a $(CUDA_LIBS) $(LDLIBS)
+
+tests/unit/%: tests/unit/%.c tests/unit/test.h lib/libbt.a
+	$(CC) $(BT_CFLAGS) $(CFLAGS) -o $@ $< lib/libbt.a $(CUDA_LIBS) $(LDLIBS)
+
+tests/gen/%: tests/gen/%.c lib/libbt.a
+	$(CC) $(BT_CFLAGS) $(CFLAGS) -o $@ $< lib/libbt.a $(CUDA_LIBS) $(LDLIBS)
+
+# ---- tests ----------------------------------------------------------------------------
+deps:
+	@sh .ci/deps.sh
+
+check:
+	@sh .ci/deps.sh
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(TEST_GEN)
+	@$(MAKE) --no-print-directory check-unit check-bats
+
+check-unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+
+check-bats: all $(TEST_GEN)
+	bats tests/bats
+
+# GPU tests: they need a visible CUDA device and skip with a clear line without one.
+check-gpu: all
+	bats tests/gpu
+
+demo:
+	@sh .ci/deps.sh
+	@$(MAKE) --no-print-directory all
+	@sh share/demo.sh
+
+bench: all
+	@sh .ci/deps.sh --bench
+	tests/bench/prep.sh
+
+# ---- install --------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(DATADIR)
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)
+	install -m 644 man/man1/*.1 $(DESTDIR)$(MANDIR)/man1
+	install -m 644 man/man5/*.5 $(DESTDIR)$(MANDIR)/man5
+	install -m 644 man/man7/*.7 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 completions/bash/* $(DESTDIR)$(BASHCOMPDIR)
+	cp -R share/. $(DESTDIR)$(DATADIR)/
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%)
+	rm -f $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1) $(DESTDIR)$(MANDIR)/man5/bt-record.5 \
+		$(DESTDIR)$(MANDIR)/man7/bt.7
+	rm -rf $(DESTDIR)$(DATADIR)
+
+clean:
+	rm -f lib/*.o lib/cuda/*.o cmd/*.o lib/libbt.a $(UNIT_TESTS) $(TEST_GEN)
+	rm -rf bin demo-out
+
+.PHONY: all deps check check-unit check-bats check-gpu demo bench install uninstall clean
+.SECONDARY:

@@ -1,0 +1,297 @@
+/* bt-info: describes record files (counts, kinds, sizes, classes) and the visible CUDA
+ * devices, as "key value" text or as one JSON object per file. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bt.h"
+#include "device.h"
+#include "record.h"
+#include "tool.h"
+
+static const char usage_text[] =
+	"usage: bt-info [--json] FILE...\n"
+	"       bt-info --devices [--json]\n"
+	"       bt-info -h | --help | -V | --version\n";
+
+static const char help_text[] =
+	"Describe bt record files ('-' reads standard input) or the visible CUDA devices.\n"
+	"\n"
+	"      --json      one JSON object per file (or for the devices)\n"
+	"      --devices   list CUDA devices: name, memory, multiprocessors, compute capability\n"
+	"  -h, --help      show this help\n"
+	"  -V, --version   show the version\n"
+	"\n"
+	"Exit status: 0 success, 1 failure, 2 usage error. See bt-info(1).\n";
+
+static const struct option longopts[] = {
+	{"json", no_argument, NULL, 'j'},
+	{"devices", no_argument, NULL, 'd'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+struct summary {
+	uint64_t records, bytes;
+	uint64_t kinds[BT_PAYLOAD_MAX + 1];
+	uint64_t channels[5];       /* images with 1..4 channels; [0]: other */
+	uint64_t images;            /* records with an image shape */
+	uint32_t wmin, wmax, hmin, hmax;
+	uint64_t *labels;           /* count per label */
+	size_t nlabels;
+	uint64_t unlabelled;
+	uint64_t soft;              /* records with soft labels */
+};
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static int add(struct summary *s, const struct bt_record *rec)
+{
+	s->records++;
+	s->kinds[rec->kind]++;
+	if (rec->nsoft)
+		s->soft++;
+	if (rec->kind <= BT_PAYLOAD_RAW && rec->ndim == 3) {
+		uint32_t h = rec->shape[0], w = rec->shape[1], c = rec->shape[2];
+		if (s->images == 0 || w < s->wmin) s->wmin = w;
+		if (s->images == 0 || h < s->hmin) s->hmin = h;
+		if (w > s->wmax) s->wmax = w;
+		if (h > s->hmax) s->hmax = h;
+		s->channels[c >= 1 && c <= 4 ? c : 0]++;
+		s->images++;
+	}
+	if (rec->label < 0) {
+		s->unlabelled++;
+	} else {
+		size_t l = (size_t)rec->label;
+		if (l >= s->nlabels) {
+			size_t n = s->nlabels ? s->nlabels : 16;
+			uint64_t *g;
+			while (n <= l)
+				n *= 2;
+			if (!(g = realloc(s->labels, n * sizeof *g)))
+				return bt_error(BT_ERR_NOMEM, "out of memory");
+			memset(g + s->nlabels, 0, (n - s->nlabels) * sizeof *g);
+			s->labels = g;
+			s->nlabels = n;
+		}
+		s->labels[l]++;
+	}
+	return BT_OK;
+}
+
+/* Number of classes: the footer's names, or one past the largest label seen. */
+static size_t nclasses(const struct summary *s, const bt_record_reader *r)
+{
+	size_t n = bt_record_reader_nclasses(r);
+	for (size_t l = s->nlabels; l > n; l--)
+		if (s->labels[l - 1])
+			return l;
+	return n;
+}
+
+static void print_text(const char *file, const struct summary *s, const bt_record_reader *r)
+{
+	size_t nc = nclasses(s, r);
+	const char *sep = "";
+	printf("file       %s\n", file);
+	printf("records    %llu\n", (unsigned long long)s->records);
+	printf("bytes      %llu\n", (unsigned long long)s->bytes);
+	printf("footer     %s\n", bt_record_reader_has_footer(r) ? "present" : bt_record_reader_footer_problem(r));
+	printf("kinds      ");
+	for (int k = 1; k <= BT_PAYLOAD_MAX; k++) {
+		if (s->kinds[k]) {
+			printf("%s%s %llu", sep, bt_payload_name(k), (unsigned long long)s->kinds[k]);
+			sep = ", ";
+		}
+	}
+	printf("%s\n", s->records ? "" : "none");
+	if (s->images) {
+		printf("width      %u..%u\n", s->wmin, s->wmax);
+		printf("height     %u..%u\n", s->hmin, s->hmax);
+		printf("channels   ");
+		sep = "";
+		for (int c = 1; c <= 4; c++) {
+			if (s->channels[c]) {
+				printf("%s%d: %llu", sep, c, (unsigned long long)s->channels[c]);
+				sep = ", ";
+			}
+		}
+		putchar('\n');
+	}
+	if (s->soft)
+		printf("soft       %llu records with soft labels\n", (unsigned long long)s->soft);
+	printf("classes    %zu\n", nc);
+	for (size_t l = 0; l < nc; l++) {
+		const char *name = bt_record_reader_class(r, (uint32_t)l);
+		printf("class %-4zu %s  %llu\n", l, name ? name : "-",
+		       (unsigned long long)(l < s->nlabels ? s->labels[l] : 0));
+	}
+	if (s->unlabelled)
+		printf("unlabelled %llu\n", (unsigned long long)s->unlabelled);
+}
+
+static void print_json(const char *file, const struct summary *s, const bt_record_reader *r)
+{
+	size_t nc = nclasses(s, r);
+	const char *sep = "";
+	printf("{\"file\":");
+	json_str(file);
+	printf(",\"records\":%llu,\"bytes\":%llu,\"footer\":%s,\"kinds\":{", (unsigned long long)s->records,
+	       (unsigned long long)s->bytes, bt_record_reader_has_footer(r) ? "true" : "false");
+	for (int k = 1; k <= BT_PAYLOAD_MAX; k++) {
+		if (s->kinds[k]) {
+			printf("%s\"%s\":%llu", sep, bt_payload_name(k), (unsigned long long)s->kinds[k]);
+			sep = ",";
+		}
+	}
+	printf("}");
+	if (s->images)
+		printf(",\"width\":{\"min\":%u,\"max\":%u},\"height\":{\"min\":%u,\"max\":%u}", s->wmin,
+		       s->wmax, s->hmin, s->hmax);
+	printf(",\"channels\":{");
+	sep = "";
+	for (int c = 1; c <= 4; c++) {
+		if (s->channels[c]) {
+			printf("%s\"%d\":%llu", sep, c, (unsigned long long)s->channels[c]);
+			sep = ",";
+		}
+	}
+	printf("},\"soft\":%llu,\"classes\":[", (unsigned long long)s->soft);
+	for (size_t l = 0; l < nc; l++) {
+		const char *name = bt_record_reader_class(r, (uint32_t)l);
+		printf("%s{\"label\":%zu,\"name\":", l ? "," : "", l);
+		if (name)
+			json_str(name);
+		else
+			printf("null");
+		printf(",\"count\":%llu}", (unsigned long long)(l < s->nlabels ? s->labels[l] : 0));
+	}
+	printf("],\"unlabelled\":%llu}\n", (unsigned long long)s->unlabelled);
+}
+
+static int info_file(const char *file, int json)
+{
+	bt_record_reader *r;
+	struct bt_record rec;
+	struct summary s;
+	int st;
+
+	memset(&s, 0, sizeof s);
+	if ((st = bt_record_reader_open(&r, file)) < 0)
+		return tool_fail(st);
+	while ((st = bt_record_reader_next(r, &rec)) > 0)
+		if ((st = add(&s, &rec)) < 0)
+			break;
+	if (st < 0) {
+		tool_fail(st);
+		bt_record_reader_close(r);
+		free(s.labels);
+		return 1;
+	}
+	s.bytes = bt_record_reader_offset(r);
+	if (bt_record_reader_has_footer(r) && strcmp(file, "-") != 0) {
+		/* The reader stops at the footer of a seekable file; count the whole file. */
+		FILE *fp = fopen(file, "rb");
+		if (fp && fseeko(fp, 0, SEEK_END) == 0)
+			s.bytes = (uint64_t)ftello(fp);
+		if (fp)
+			fclose(fp);
+	}
+	if (json)
+		print_json(strcmp(file, "-") == 0 ? "-" : file, &s, r);
+	else
+		print_text(file, &s, r);
+	bt_record_reader_close(r);
+	free(s.labels);
+	return 0;
+}
+
+static int devices(int json)
+{
+	char reason[256] = "", rt[32], drv[32];
+	int n = 0, rc = 0;
+
+	bt_cuda_device_count(&n, reason, sizeof reason);
+	bt_cuda_versions(rt, drv, sizeof rt);
+	if (json)
+		printf("{\"cuda_compiled\":%s,\"runtime\":\"%s\",\"driver\":\"%s\",\"devices\":[",
+		       bt_cuda_compiled() ? "true" : "false", rt, drv);
+	for (int i = 0; i < n; i++) {
+		struct bt_device_info d;
+		int st = bt_cuda_device_info(i, &d);
+		if (st < 0) {
+			tool_fail(st);
+			rc = 1;
+			continue;
+		}
+		if (json) {
+			printf("%s{\"index\":%d,\"name\":", i ? "," : "", d.index);
+			json_str(d.name);
+			printf(",\"memory_bytes\":%llu,\"multiprocessors\":%d,\"compute_capability\":\"%d.%d\"}",
+			       (unsigned long long)d.memory_bytes, d.multiprocessors, d.major, d.minor);
+		} else {
+			printf("cuda:%d  %s  %.1f GiB  %d SMs  compute %d.%d\n", d.index, d.name,
+			       (double)d.memory_bytes / (1024.0 * 1024 * 1024), d.multiprocessors, d.major,
+			       d.minor);
+		}
+	}
+	if (json) {
+		printf("]");
+		if (n == 0) {
+			printf(",\"reason\":");
+			json_str(reason);
+		}
+		printf("}\n");
+	} else if (n == 0) {
+		printf("no CUDA device: %s\n", reason);
+	}
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	int json = 0, devs = 0, c, rc = 0;
+
+	tool_name = "bt-info";
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 'd': devs = 1; break;
+		case 'h': fputs(usage_text, stdout); fputs("\n", stdout); fputs(help_text, stdout); return 0;
+		case 'V': printf("bt-info %s\n", BT_VERSION); return 0;
+		default: fputs(usage_text, stderr); return 2;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (devs) {
+		if (argc)
+			return tool_usage_error("--devices takes no FILE");
+		return devices(json);
+	}
+	if (argc < 1)
+		return tool_usage_error("no FILE given");
+	for (int i = 0; i < argc; i++) {
+		if (i && !json)
+			putchar('\n');
+		if (info_file(argv[i], json))
+			rc = 1;
+	}
+	return rc;
+}
