@@ -18,7 +18,7 @@ static const char usage_text[] =
 	"usage: bt-prep [-q] [-j N] [--source KIND] [--root DIR] [--labels FILE]\n"
 	"               [--classes FILE] [--encoding keep|jpeg|png|raw] [--resize N]\n"
 	"               [--quality Q] [--shuffle] [--seed S] [--split RATIO] [--skip-bad]\n"
-	"               [--max-pixels N] -o OUT SOURCE...\n"
+	"               [--max-pixels N] [--fsync] -o OUT SOURCE...\n"
 	"       bt-prep --verify FILE...\n"
 	"       bt-prep --reindex [--classes FILE] FILE\n"
 	"       bt-prep -h | --help | -V | --version\n";
@@ -43,6 +43,7 @@ static const char help_text[] =
 	"      --split RATIO     write OUT-train and OUT-val, RATIO of each class to train\n"
 	"      --skip-bad        skip inputs that cannot be packed, with a warning\n"
 	"      --max-pixels N    refuse images over N pixels (default 100000000; 0: no limit)\n"
+	"      --fsync           make the output durable (fsync) before renaming it\n"
 	"  -q, --quiet           no progress bar and no summary\n"
 	"      --verify          check every record, the footer and the count of FILEs\n"
 	"      --reindex         rebuild the footer of FILE (a truncated or streamed file)\n"
@@ -53,7 +54,7 @@ static const char help_text[] =
 
 enum {
 	OPT_SOURCE = 256, OPT_ROOT, OPT_LABELS, OPT_CLASSES, OPT_ENCODING, OPT_RESIZE, OPT_QUALITY,
-	OPT_SHUFFLE, OPT_SEED, OPT_SPLIT, OPT_SKIP_BAD, OPT_MAX_PIXELS, OPT_VERIFY, OPT_REINDEX,
+	OPT_SHUFFLE, OPT_SEED, OPT_SPLIT, OPT_SKIP_BAD, OPT_MAX_PIXELS, OPT_VERIFY, OPT_REINDEX, OPT_FSYNC,
 };
 
 static const struct option longopts[] = {
@@ -71,6 +72,7 @@ static const struct option longopts[] = {
 	{"split", required_argument, NULL, OPT_SPLIT},
 	{"skip-bad", no_argument, NULL, OPT_SKIP_BAD},
 	{"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
+	{"fsync", no_argument, NULL, OPT_FSYNC},
 	{"quiet", no_argument, NULL, 'q'},
 	{"verify", no_argument, NULL, OPT_VERIFY},
 	{"reindex", no_argument, NULL, OPT_REINDEX},
@@ -216,6 +218,7 @@ int main(int argc, char **argv)
 				return tool_usage_error("--split takes a ratio strictly between 0 and 1, not '%s'", optarg);
 			break;
 		case OPT_SKIP_BAD: po.skip_bad = 1; break;
+		case OPT_FSYNC: po.fsync = 1; break;
 		case OPT_MAX_PIXELS:
 			if (tool_parse_u64("--max-pixels", optarg, 0, UINT64_MAX, &po.max_pixels) < 0)
 				return 2;

@@ -43,14 +43,18 @@ int bt_prep_split_name(const char *out, int which, char *buf, size_t len)
 	return BT_OK;
 }
 
-/* What a worker hands to the writer for one item. */
+/* A slot of the ring: what a worker hands to the writer for one item. The read buffer
+ * belongs to the slot and outlives the item, so steady state allocates nothing. */
 struct result {
 	int done;
 	int status;             /* BT_OK, or the failure (msg says why) */
 	char *msg;
 	struct bt_record rec;
-	uint8_t *owned;         /* payload to free after writing */
+	uint32_t crc;
+	uint8_t *owned;         /* an encoder's output, freed after writing */
 	uint64_t bytes_in;
+	uint8_t *buf;           /* the slot's read buffer */
+	size_t cap;
 };
 
 struct pool {
@@ -141,22 +145,22 @@ static int encode(const struct bt_prep_opts *o, int fmt, struct bt_image *im, st
 	return BT_OK;
 }
 
+/* Fills r for one item; r->buf/r->cap are the slot's buffer, the rest starts zeroed. */
 static void process(const struct bt_itemset *s, const struct bt_prep_opts *o, const struct bt_item *it,
 		    struct result *r)
 {
-	uint8_t *data = NULL;
+	const uint8_t *data = NULL;
 	size_t size = 0;
-	int owned = 0, st;
+	int st;
 	struct bt_image im = {0}, rs = {0};
 	struct bt_image_info info;
 
-	memset(r, 0, sizeof *r);
 	r->rec.label = it->label;
 	r->rec.id = it->id;
 	r->rec.nsoft = it->nsoft;
 	r->rec.soft = it->soft;
 	bt_error_clear();
-	if ((st = bt_item_load(s, it, &data, &size, &owned)) < 0) {
+	if ((st = bt_item_read(s, it, &r->buf, &r->cap, &data, &size)) < 0) {
 		fail(r, s, it, st);
 		goto out;
 	}
@@ -164,14 +168,12 @@ static void process(const struct bt_itemset *s, const struct bt_prep_opts *o, co
 	if (it->where == BT_ITEM_PIXELS) {
 		/* Raw pixels (IDX, CIFAR) keep their channel count; they are copied only when
 		 * something changes them. */
-		struct bt_image src = {it->width, it->height, (int)it->channels, data};
+		struct bt_image src = {it->width, it->height, (int)it->channels, (uint8_t *)data};
 		if (!o->resize && (o->encoding == BT_ENC_KEEP || o->encoding == BT_ENC_RAW)) {
 			r->rec.kind = BT_PAYLOAD_RAW;
 			r->rec.data = data;
 			r->rec.size = size;
 			set_image_shape(&r->rec, it->height, it->width, it->channels);
-			r->owned = owned ? data : NULL;
-			data = NULL;
 			goto out;
 		}
 		if (o->resize) {
@@ -197,8 +199,6 @@ static void process(const struct bt_itemset *s, const struct bt_prep_opts *o, co
 		r->rec.data = data;
 		r->rec.size = size;
 		set_image_shape(&r->rec, info.height, info.width, (uint32_t)info.channels);
-		r->owned = owned ? data : NULL;
-		data = NULL;
 		goto out;
 	}
 	if ((st = bt_image_decode(data, size, o->max_pixels, o->resize, &im)) < 0) {
@@ -221,10 +221,27 @@ static void process(const struct bt_itemset *s, const struct bt_prep_opts *o, co
 	if ((st = encode(o, info.format, &im, &r->rec, &r->owned)) < 0)
 		fail(r, s, it, st);
 out:
-	if (owned)
-		free(data);
+	/* Checksumming here spreads the CRC over the workers instead of the one writer. */
+	if (r->status == BT_OK) {
+		if ((st = bt_record_check(&r->rec)) < 0)
+			fail(r, s, it, st);
+		else
+			r->crc = bt_record_crc(&r->rec);
+	}
 	bt_image_free(&im);
 	bt_image_free(&rs);
+}
+
+/* Empties a slot for reuse, keeping its read buffer. */
+static void slot_clear(struct result *r)
+{
+	uint8_t *buf = r->buf;
+	size_t cap = r->cap;
+	free(r->owned);
+	free(r->msg);
+	memset(r, 0, sizeof *r);
+	r->buf = buf;
+	r->cap = cap;
 }
 
 static void *worker(void *arg)
@@ -241,6 +258,8 @@ static void *worker(void *arg)
 			return NULL;
 		}
 		pos = p->next++;
+		/* The slot is free: the writer has consumed position pos - nring. */
+		r = p->ring[pos % p->nring];
 		pthread_mutex_unlock(&p->mu);
 
 		process(p->s, p->o, &p->s->items[p->order[pos]], &r);
@@ -334,6 +353,7 @@ int bt_prep_pack(const struct bt_itemset *s, const char *out, const struct bt_pr
 	for (k = 0; k < nout; k++) {
 		if ((st = bt_record_writer_open(&w[k], stats->out[k])) < 0)
 			goto out;
+		bt_record_writer_set_sync(w[k], o->fsync);
 		if (s->nclasses &&
 		    (st = bt_record_writer_set_classes(w[k], s->nclasses, (const char *const *)s->classes)) < 0)
 			goto out;
@@ -365,31 +385,31 @@ int bt_prep_pack(const struct bt_itemset *s, const char *out, const struct bt_pr
 
 	st = BT_OK;
 	for (pos = 0; pos < s->n; pos++) {
-		struct result r;
+		struct result *r = &p.ring[pos % p.nring];
 		pthread_mutex_lock(&p.mu);
-		while (!p.ring[pos % p.nring].done)
+		while (!r->done)
 			pthread_cond_wait(&p.ready, &p.mu);
-		r = p.ring[pos % p.nring];
-		memset(&p.ring[pos % p.nring], 0, sizeof r);
+		pthread_mutex_unlock(&p.mu);
+
+		/* The slot is ours until `written` moves past it. */
+		if (o->cancel && *o->cancel)
+			st = bt_error(BT_ERR_IO, "interrupted");
+		else if (r->status < 0 && o->skip_bad) {
+			stats->skipped++;
+			if (o->on_skip)
+				o->on_skip(o->ctx, r->msg ? r->msg : bt_strerror(r->status));
+		} else if (r->status < 0) {
+			st = bt_error(r->status, "%s", r->msg ? r->msg : bt_strerror(r->status));
+		} else if ((st = bt_record_writer_put_crc(w[dest[pos]], &r->rec, r->crc)) == BT_OK) {
+			stats->packed++;
+			stats->count[dest[pos]]++;
+			stats->bytes_in += r->bytes_in;
+		}
+		pthread_mutex_lock(&p.mu);
+		slot_clear(r);
 		p.written = pos + 1;
 		pthread_cond_broadcast(&p.space);
 		pthread_mutex_unlock(&p.mu);
-
-		if (o->cancel && *o->cancel)
-			st = bt_error(BT_ERR_IO, "interrupted");
-		else if (r.status < 0 && o->skip_bad) {
-			stats->skipped++;
-			if (o->on_skip)
-				o->on_skip(o->ctx, r.msg ? r.msg : bt_strerror(r.status));
-		} else if (r.status < 0) {
-			st = bt_error(r.status, "%s", r.msg ? r.msg : bt_strerror(r.status));
-		} else if ((st = bt_record_writer_put(w[dest[pos]], &r.rec)) == BT_OK) {
-			stats->packed++;
-			stats->count[dest[pos]]++;
-			stats->bytes_in += r.bytes_in;
-		}
-		free(r.owned);
-		free(r.msg);
 		if (st < 0)
 			break;
 		if (o->on_progress) {
@@ -406,8 +426,8 @@ join:
 		pthread_join(th[k], NULL);
 	/* Results the writer never took (after a failure). */
 	for (size_t i = 0; i < p.nring; i++) {
-		free(p.ring[i].owned);
-		free(p.ring[i].msg);
+		slot_clear(&p.ring[i]);
+		free(p.ring[i].buf);
 	}
 	pthread_mutex_destroy(&p.mu);
 	pthread_cond_destroy(&p.space);

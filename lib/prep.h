@@ -27,6 +27,7 @@ struct bt_prep_opts {
 	uint64_t seed;
 	double split;             /* 0: one output; else fraction of each class to train */
 	int skip_bad;
+	int fsync;                /* fsync outputs before renaming them (see record.h) */
 	uint64_t max_pixels;      /* 0: no limit */
 	volatile sig_atomic_t *cancel; /* when it becomes non-zero the run stops and fails */
 	/* Called from the writing thread for each skipped item (--skip-bad), with the reason. */

@@ -86,6 +86,7 @@ struct bt_record_writer {
 	uint64_t n, cap;
 	char **classes;
 	uint32_t nclasses;
+	int nosync;       /* commit renames without fsync */
 };
 
 static int wr(bt_record_writer *w, const void *p, size_t n)
@@ -147,11 +148,59 @@ fail:
 	return st;
 }
 
+/* The 48-byte header and the soft labels as they go on disk (soft: 4 * nsoft bytes). */
+static void encode_header(const struct bt_record *rec, uint8_t hdr[BT_RECORD_HEADER])
+{
+	memset(hdr, 0, BT_RECORD_HEADER);
+	memcpy(hdr, rec_marker, 4);
+	hdr[4] = (uint8_t)rec->kind;
+	hdr[5] = (uint8_t)rec->ndim;
+	put_u16(hdr + 6, (uint16_t)rec->nsoft);
+	put_u64(hdr + 8, rec->size);
+	put_u64(hdr + 16, rec->id);
+	put_u32(hdr + 24, (uint32_t)rec->label);
+	for (int i = 0; i < BT_MAX_DIMS; i++)
+		put_u32(hdr + 28 + 4 * i, i < rec->ndim ? rec->shape[i] : 0);
+}
+
+static void encode_soft(const struct bt_record *rec, uint8_t *f)
+{
+	for (uint32_t i = 0; i < rec->nsoft; i++) {
+		uint32_t u;
+		memcpy(&u, &rec->soft[i], 4);
+		put_u32(f + 4 * i, u);
+	}
+}
+
+uint32_t bt_record_crc(const struct bt_record *rec)
+{
+	uint8_t hdr[BT_RECORD_HEADER], f[64];
+	uint32_t crc;
+	encode_header(rec, hdr);
+	crc = bt_crc32(0, hdr, sizeof hdr);
+	for (uint32_t i = 0; i < rec->nsoft; i += 16) {
+		struct bt_record part = *rec;
+		uint32_t k = rec->nsoft - i < 16 ? rec->nsoft - i : 16;
+		part.soft = rec->soft + i;
+		part.nsoft = k;
+		encode_soft(&part, f);
+		crc = bt_crc32(crc, f, 4 * k);
+	}
+	return bt_crc32(crc, rec->data, rec->size);
+}
+
 int bt_record_writer_put(bt_record_writer *w, const struct bt_record *rec)
 {
-	uint8_t hdr[BT_RECORD_HEADER] = {0}, crcb[4];
-	uint32_t crc;
-	int st, i;
+	int st = bt_record_check(rec);
+	if (st < 0)
+		return st;
+	return bt_record_writer_put_crc(w, rec, bt_record_crc(rec));
+}
+
+int bt_record_writer_put_crc(bt_record_writer *w, const struct bt_record *rec, uint32_t crc)
+{
+	uint8_t hdr[BT_RECORD_HEADER], f[64], crcb[4];
+	int st;
 
 	if ((st = bt_record_check(rec)) < 0)
 		return st;
@@ -163,29 +212,19 @@ int bt_record_writer_put(bt_record_writer *w, const struct bt_record *rec)
 		w->offs = o;
 		w->cap = cap;
 	}
-	memcpy(hdr, rec_marker, 4);
-	hdr[4] = (uint8_t)rec->kind;
-	hdr[5] = (uint8_t)rec->ndim;
-	put_u16(hdr + 6, (uint16_t)rec->nsoft);
-	put_u64(hdr + 8, rec->size);
-	put_u64(hdr + 16, rec->id);
-	put_u32(hdr + 24, (uint32_t)rec->label);
-	for (i = 0; i < BT_MAX_DIMS; i++)
-		put_u32(hdr + 28 + 4 * i, i < rec->ndim ? rec->shape[i] : 0);
-	crc = bt_crc32(0, hdr, sizeof hdr);
+	encode_header(rec, hdr);
 	w->offs[w->n] = w->off;
 	if ((st = wr(w, hdr, sizeof hdr)) < 0)
 		return st;
-	for (i = 0; i < (int)rec->nsoft; i++) {
-		uint8_t f[4];
-		uint32_t u;
-		memcpy(&u, &rec->soft[i], 4);
-		put_u32(f, u);
-		crc = bt_crc32(crc, f, 4);
-		if ((st = wr(w, f, 4)) < 0)
+	for (uint32_t i = 0; i < rec->nsoft; i += 16) {
+		struct bt_record part = *rec;
+		uint32_t k = rec->nsoft - i < 16 ? rec->nsoft - i : 16;
+		part.soft = rec->soft + i;
+		part.nsoft = k;
+		encode_soft(&part, f);
+		if ((st = wr(w, f, 4 * k)) < 0)
 			return st;
 	}
-	crc = bt_crc32(crc, rec->data, rec->size);
 	if ((st = wr(w, rec->data, rec->size)) < 0)
 		return st;
 	put_u32(crcb, crc);
@@ -193,6 +232,11 @@ int bt_record_writer_put(bt_record_writer *w, const struct bt_record *rec)
 		return st;
 	w->n++;
 	return BT_OK;
+}
+
+void bt_record_writer_set_sync(bt_record_writer *w, int sync)
+{
+	w->nosync = !sync;
 }
 
 static int dup_names(char ***dst, uint32_t *ndst, uint32_t n, const char *const *names)
@@ -296,7 +340,7 @@ int bt_record_writer_commit(bt_record_writer *w)
 		goto fail;
 	}
 	if (w->tmp) {
-		if (fsync(fileno(w->fp)) != 0) {
+		if (!w->nosync && fsync(fileno(w->fp)) != 0) {
 			st = bt_error_errno("%s", w->tmp);
 			goto fail;
 		}

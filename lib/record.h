@@ -89,6 +89,14 @@ typedef struct bt_record_writer bt_record_writer;
  * it is removed, so a failed run never leaves a partial file under the final name. */
 int bt_record_writer_open(bt_record_writer **w, const char *path);
 int bt_record_writer_put(bt_record_writer *w, const struct bt_record *rec);
+/* The record's CRC as the writer computes it; lets worker threads checksum payloads in
+ * parallel and hand the result to bt_record_writer_put_crc, which trusts it. */
+uint32_t bt_record_crc(const struct bt_record *rec);
+int bt_record_writer_put_crc(bt_record_writer *w, const struct bt_record *rec, uint32_t crc);
+/* By default commit fsyncs before renaming, so that the file is on disk once it has its
+ * name. sync = 0 only renames (the rename is still atomic; after a power loss the file may
+ * be short, which readers detect); for outputs that can be made again from their inputs. */
+void bt_record_writer_set_sync(bt_record_writer *w, int sync);
 /* Class names for the footer; copied. May be called any time before commit. */
 int bt_record_writer_set_classes(bt_record_writer *w, uint32_t n, const char *const *names);
 uint64_t bt_record_writer_count(const bt_record_writer *w);

@@ -928,11 +928,12 @@ int bt_itemset_add_stream(struct bt_itemset *s, FILE *fp, const char *name,
 
 /* ---- loading ---- */
 
-static int load_file(const char *path, uint8_t **data, size_t *size)
+/* Reads a whole file into *buf (grown as needed, capacity *cap), so that a caller can reuse
+ * one buffer for many files. */
+static int load_file(const char *path, uint8_t **buf, size_t *cap, size_t *size)
 {
 	struct stat st;
-	uint8_t *buf = NULL;
-	size_t cap, n = 0;
+	size_t n = 0;
 	int fd, ret = BT_OK;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
@@ -945,22 +946,21 @@ static int load_file(const char *path, uint8_t **data, size_t *size)
 		ret = bt_error(BT_ERR_FORMAT, "%s: not a regular file", path);
 		goto out;
 	}
-	/* One more than the size, so that a file that grew is noticed and still read. */
-	cap = (size_t)st.st_size + 1;
 	for (;;) {
 		ssize_t got;
-		if (n == cap || !buf) {
-			uint8_t *nb;
-			if (buf)
-				cap *= 2;
-			if (!(nb = realloc(buf, cap))) {
-				ret = bt_error(BT_ERR_NOMEM, "%s: out of memory (%zu bytes)", path,
-					       cap);
+		/* One more than the size, so that a file that grew is noticed and still read. */
+		size_t want = n == 0 ? (size_t)st.st_size + 1 : n + 1;
+		if (want > *cap || !*buf) {
+			size_t nc = want > *cap * 2 ? want : *cap * 2;
+			uint8_t *nb = realloc(*buf, nc);
+			if (!nb) {
+				ret = bt_error(BT_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, nc);
 				goto out;
 			}
-			buf = nb;
+			*buf = nb;
+			*cap = nc;
 		}
-		got = read(fd, buf + n, cap - n);
+		got = read(fd, *buf + n, *cap - n);
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
@@ -971,13 +971,39 @@ static int load_file(const char *path, uint8_t **data, size_t *size)
 			break;
 		n += (size_t)got;
 	}
-	*data = buf;
 	*size = n;
-	buf = NULL;
 out:
-	free(buf);
 	close(fd);
 	return ret;
+}
+
+int bt_item_read(const struct bt_itemset *s, const struct bt_item *it, uint8_t **buf, size_t *cap,
+		 const uint8_t **data, size_t *size)
+{
+	int st;
+	if (it->where == BT_ITEM_FILE) {
+		if ((st = load_file(it->path, buf, cap, size)) == BT_OK)
+			*data = *buf;
+		return st;
+	}
+	if (it->where == BT_ITEM_REC) {
+		uint8_t *d;
+		int owned;
+		if ((st = bt_item_load(s, it, &d, size, &owned)) < 0)
+			return st;
+		free(*buf);
+		*buf = d;
+		*cap = *size;
+		*data = d;
+		return BT_OK;
+	}
+	{
+		uint8_t *d;
+		int owned;
+		if ((st = bt_item_load(s, it, &d, size, &owned)) == BT_OK)
+			*data = d;
+		return st;
+	}
 }
 
 int bt_item_load(const struct bt_itemset *s, const struct bt_item *it, uint8_t **data,
@@ -994,9 +1020,17 @@ int bt_item_load(const struct bt_itemset *s, const struct bt_item *it, uint8_t *
 				(unsigned long long)it->id, it->src);
 	src = &s->srcs[it->src];
 	switch (it->where) {
-	case BT_ITEM_FILE:
+	case BT_ITEM_FILE: {
+		size_t cap = 0;
+		int st = load_file(it->path, data, &cap, size);
+		if (st < 0) {
+			free(*data);
+			*data = NULL;
+			return st;
+		}
 		*owned = 1;
-		return load_file(it->path, data, size);
+		return BT_OK;
+	}
 	case BT_ITEM_REC:
 		*owned = 1;
 		return bt_source_load_rec(s, it, data, size);

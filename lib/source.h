@@ -112,6 +112,12 @@ int bt_source_detect(const char *source, int *kind);
 int bt_item_load(const struct bt_itemset *s, const struct bt_item *it, uint8_t **data,
 		 size_t *size, int *owned);
 
+/* Like bt_item_load, for callers that reuse one buffer across items: FILE and REC items
+ * are read into *buf (grown as needed, capacity *cap); PIXELS items point into the source.
+ * *data and *size give the bytes; *data stays valid until *buf is next used. */
+int bt_item_read(const struct bt_itemset *s, const struct bt_item *it, uint8_t **buf, size_t *cap,
+		 const uint8_t **data, size_t *size);
+
 #ifdef BT_SOURCE_INTERNAL
 /* Shared by lib/source*.c only; not part of the library's interface. */
 void *bt_source_alloc(struct bt_itemset *s, size_t n);       /* arena, 8-byte aligned */

@@ -379,3 +379,11 @@ load helper
 	--bogus
 	EOF
 }
+
+@test "--fsync: the output is complete and verified" {
+	make_folder imgs 2 a
+	run bt-prep -q --fsync -o out.btr imgs
+	[ "$status" -eq 0 ]
+	run bt-prep --verify out.btr
+	[ "$status" -eq 0 ]
+}
