@@ -163,27 +163,26 @@ static void encode_header(const struct bt_record *rec, uint8_t hdr[BT_RECORD_HEA
 		put_u32(hdr + 28 + 4 * i, i < rec->ndim ? rec->shape[i] : 0);
 }
 
-static void encode_soft(const struct bt_record *rec, uint8_t *f)
+/* Soft labels from index i on, at most 16 of them, as they go on disk; returns how many. */
+static uint32_t encode_soft(const struct bt_record *rec, uint32_t i, uint8_t f[64])
 {
-	for (uint32_t i = 0; i < rec->nsoft; i++) {
+	uint32_t k = rec->nsoft - i < 16 ? rec->nsoft - i : 16;
+	for (uint32_t j = 0; j < k; j++) {
 		uint32_t u;
-		memcpy(&u, &rec->soft[i], 4);
-		put_u32(f + 4 * i, u);
+		memcpy(&u, &rec->soft[i + j], 4);
+		put_u32(f + 4 * j, u);
 	}
+	return k;
 }
 
 uint32_t bt_record_crc(const struct bt_record *rec)
 {
 	uint8_t hdr[BT_RECORD_HEADER], f[64];
-	uint32_t crc;
+	uint32_t crc, k;
 	encode_header(rec, hdr);
 	crc = bt_crc32(0, hdr, sizeof hdr);
-	for (uint32_t i = 0; i < rec->nsoft; i += 16) {
-		struct bt_record part = *rec;
-		uint32_t k = rec->nsoft - i < 16 ? rec->nsoft - i : 16;
-		part.soft = rec->soft + i;
-		part.nsoft = k;
-		encode_soft(&part, f);
+	for (uint32_t i = 0; i < rec->nsoft; i += k) {
+		k = encode_soft(rec, i, f);
 		crc = bt_crc32(crc, f, 4 * k);
 	}
 	return bt_crc32(crc, rec->data, rec->size);
@@ -191,9 +190,6 @@ uint32_t bt_record_crc(const struct bt_record *rec)
 
 int bt_record_writer_put(bt_record_writer *w, const struct bt_record *rec)
 {
-	int st = bt_record_check(rec);
-	if (st < 0)
-		return st;
 	return bt_record_writer_put_crc(w, rec, bt_record_crc(rec));
 }
 
@@ -216,12 +212,8 @@ int bt_record_writer_put_crc(bt_record_writer *w, const struct bt_record *rec, u
 	w->offs[w->n] = w->off;
 	if ((st = wr(w, hdr, sizeof hdr)) < 0)
 		return st;
-	for (uint32_t i = 0; i < rec->nsoft; i += 16) {
-		struct bt_record part = *rec;
-		uint32_t k = rec->nsoft - i < 16 ? rec->nsoft - i : 16;
-		part.soft = rec->soft + i;
-		part.nsoft = k;
-		encode_soft(&part, f);
+	for (uint32_t i = 0, k; i < rec->nsoft; i += k) {
+		k = encode_soft(rec, i, f);
 		if ((st = wr(w, f, 4 * k)) < 0)
 			return st;
 	}
