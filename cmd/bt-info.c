@@ -137,9 +137,15 @@ static void print_text(const char *file, const struct summary *s, const bt_recor
 	if (s->soft)
 		printf("soft       %llu records with soft labels\n", (unsigned long long)s->soft);
 	printf("classes    %zu\n", nc);
+	int width = 1;
 	for (size_t l = 0; l < nc; l++) {
 		const char *name = bt_record_reader_class(r, (uint32_t)l);
-		printf("class %-4zu %s  %llu\n", l, name ? name : "-",
+		if (name && (int)strlen(name) > width)
+			width = (int)strlen(name);
+	}
+	for (size_t l = 0; l < nc; l++) {
+		const char *name = bt_record_reader_class(r, (uint32_t)l);
+		printf("class %-4zu %-*s  %llu\n", l, width, name ? name : "-",
 		       (unsigned long long)(l < s->nlabels ? s->labels[l] : 0));
 	}
 	if (s->unlabelled)

@@ -387,3 +387,14 @@ load helper
 	run bt-prep --verify out.btr
 	[ "$status" -eq 0 ]
 }
+
+@test "--source forces the kind of every SOURCE" {
+	make_folder imgs 1 a
+	printf '0\t0\ta/img_1.jpg\n' > imgs.txt
+	run bt-prep -q -o out.btr --source list --root imgs imgs.txt
+	[ "$status" -eq 0 ]
+	run bt-prep -q -o out2.btr --source folder imgs.txt
+	[ "$status" -eq 1 ]
+	[[ "$output" == "bt-prep: imgs.txt: "* ]]
+	assert_no_output out2.btr
+}

@@ -107,3 +107,16 @@ examples_of() {
 		[[ "$output" == *"--help"* ]]
 	done
 }
+
+@test "make install honours PREFIX and DESTDIR" {
+	run make -s -C "$TOP" install PREFIX=/opt/bt DESTDIR="$T/root"
+	[ "$status" -eq 0 ]
+	for f in bin/bt-prep bin/bt-info share/man/man1/bt-prep.1 share/man/man5/bt-record.5 \
+		share/man/man7/bt.7 share/bash-completion/completions/bt-prep \
+		share/bt/data/fashion-mnist/classes.txt; do
+		[ -e "$T/root/opt/bt/$f" ] || { echo "missing $f"; return 1; }
+	done
+	[ -x "$T/root/opt/bt/bin/bt-prep" ]
+	run "$T/root/opt/bt/bin/bt-prep" --version
+	[ "$status" -eq 0 ]
+}
