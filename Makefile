@@ -48,7 +48,7 @@ endif
 
 # ---- sources --------------------------------------------------------------------------
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
-	lib/source_idx.c lib/prep.c
+	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 else
@@ -57,11 +57,12 @@ endif
 LIB_OBJS = $(LIB_SRCS:.c=.o) $(CUDA_SRCS:.cu=.o)
 LIB_HDRS = $(wildcard lib/*.h)
 
-TOOLS = bt-prep bt-info
+TOOLS = bt-prep bt-info bt-aug
 TOOL_BINS = $(TOOLS:%=bin/%)
 TOOL_COMMON = cmd/tool.o
 
-UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source
+UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
+	tests/unit/test_augment tests/unit/test_loader
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata
 
 # ---- build ----------------------------------------------------------------------------
@@ -117,6 +118,7 @@ demo:
 bench: all
 	@sh .ci/deps.sh --bench
 	tests/bench/prep.sh
+	tests/bench/aug.sh
 
 # ---- install --------------------------------------------------------------------------
 install: all

@@ -7,7 +7,7 @@
 set -e
 pkgs="gcc make libc6-dev libjpeg62-turbo-dev zlib1g-dev libpng-dev bats python3 mandoc"
 if [ "${1:-}" = --bench ]; then
-	pkgs="$pkgs python3-pil lomiri-wallpapers-20.04 dataset-fashion-mnist"
+	pkgs="$pkgs python3-pil lomiri-wallpapers-20.04 dataset-fashion-mnist python3-torch python3-torchvision"
 fi
 missing=""
 for p in $pkgs; do

@@ -26,7 +26,12 @@
  * - The resampler reproduces PIL's ImagingResample with the BILINEAR filter, fixed-point
  *   coefficients and all, so images match what a PIL/torchvision pipeline would produce
  *   (for 4 channels, PIL's per-band result: PIL premultiplies RGBA alpha, we do not).
- *   dst may be src; the old pixels are then freed.
+ *   dst may be src; the old pixels are then freed. Its hot loops have AVX2 versions,
+ *   chosen at run time, with the same integer arithmetic and so the same bytes.
+ * - Region decoding (for lib/augment.c) keeps libjpeg's defaults (JDCT_ISLOW, smooth
+ *   upsampling), so its pixels are those of PIL's decode; IFAST or merged upsampling would
+ *   save only 5-10% of the decode. It stops early with jpeg_abort_decompress, so it cannot
+ *   vouch for data after the region.
  */
 #include "image.h"
 #include "bt.h"
@@ -41,6 +46,13 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define BT_X86 1
+#include <immintrin.h>
+#else
+#define BT_X86 0
+#endif
 
 /* Bytes of junk tolerated after a JPEG EOI marker or a PNG IEND chunk: some writers pad. */
 #define TRAIL_SLACK 64
@@ -388,6 +400,177 @@ out:
 	return rc;
 }
 
+/* ---- JPEG region decoding ---- */
+
+/* Pixels at the edge of a partial row that may differ from a full decode: smooth (fancy)
+ * chroma upsampling reads one chroma sample beyond, which covers at most 2 pixels. */
+#define JPEG_EDGE 2
+
+struct bt_jpeg_decoder {
+	struct jpeg_decompress_struct cinfo;
+	struct jpeg_err err;
+	const char *stage;
+	int created;
+};
+
+static int jpeg_create_guarded(struct bt_jpeg_decoder *d)
+{
+	if (setjmp(d->err.jmp))
+		return -1;
+	jpeg_create_decompress(&d->cinfo);
+	d->created = 1;
+	return 0;
+}
+
+int bt_jpeg_decoder_new(bt_jpeg_decoder **out)
+{
+	struct bt_jpeg_decoder *d = calloc(1, sizeof *d);
+
+	*out = NULL;
+	if (!d)
+		return bt_error(BT_ERR_NOMEM, "no memory for a JPEG decoder");
+	jpeg_err_init(&d->err);
+	d->cinfo.err = &d->err.pub;
+	if (jpeg_create_guarded(d) != 0) {
+		int rc = jpeg_fail(&d->err, "JPEG decoder");
+		bt_jpeg_decoder_free(d);
+		return rc;
+	}
+	*out = d;
+	return BT_OK;
+}
+
+void bt_jpeg_decoder_free(bt_jpeg_decoder *d)
+{
+	if (!d)
+		return;
+	if (d->created)
+		jpeg_destroy_decompress(&d->cinfo);
+	free(d);
+}
+
+enum { REGION_OK, REGION_FAIL, REGION_SIZE, REGION_NOMEM };
+
+static int jpeg_region_guarded(struct bt_jpeg_decoder *d, const uint8_t *p, size_t n,
+			       struct bt_jpeg_region *r, uint8_t **buf, size_t *cap)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	JSAMPROW rows[16];
+	JSAMPARRAY cmykrow;
+	JDIMENSION xoff, w, y0, y1, y;
+	size_t stride, need;
+	int cmyk, i, k;
+
+	if (setjmp(d->err.jmp))
+		return REGION_FAIL;
+	d->stage = "JPEG header";
+	jpeg_mem_src(ci, p, (unsigned long)n);
+	jpeg_read_header(ci, TRUE);
+	if (ci->image_width != r->width || ci->image_height != r->height)
+		return REGION_SIZE;
+	d->stage = "JPEG";
+
+	cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
+	ci->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+	ci->scale_num = 1;
+	ci->scale_denom = (unsigned)r->denom;
+	jpeg_start_decompress(ci);
+	if (ci->output_components != (cmyk ? 4 : 3) ||
+	    ci->output_width != bt_jpeg_scaled(r->width, r->denom) ||
+	    ci->output_height != bt_jpeg_scaled(r->height, r->denom)) {
+		snprintf(d->err.msg, sizeof d->err.msg,
+			 "unexpected output: %u components, %ux%u", ci->output_components,
+			 (unsigned)ci->output_width, (unsigned)ci->output_height);
+		d->err.pub.msg_code = 0;
+		return REGION_FAIL;
+	}
+
+	/* Columns: libjpeg moves the left edge down to an iMCU boundary and keeps the right. */
+	xoff = r->x0 > JPEG_EDGE ? r->x0 - JPEG_EDGE : 0;
+	w = (r->x1 + JPEG_EDGE < ci->output_width ? r->x1 + JPEG_EDGE : ci->output_width) - xoff;
+	if (w < ci->output_width)
+		jpeg_crop_scanline(ci, &xoff, &w);
+	else
+		xoff = 0;
+	y0 = r->y0;
+	y1 = r->y1;
+	stride = (size_t)w * 3;
+	need = stride * (y1 - y0);
+	if (need > *cap) {
+		uint8_t *b = realloc(*buf, need);
+		if (!b)
+			return REGION_NOMEM;
+		*buf = b;
+		*cap = need;
+	}
+	cmykrow = cmyk ? (*ci->mem->alloc_sarray)((j_common_ptr)ci, JPOOL_IMAGE, w * 4, 1)
+		       : NULL;
+	if (y0 > 0 && jpeg_skip_scanlines(ci, y0) != y0) {
+		snprintf(d->err.msg, sizeof d->err.msg, "cannot skip to row %u", (unsigned)y0);
+		d->err.pub.msg_code = 0;
+		return REGION_FAIL;
+	}
+	while ((y = ci->output_scanline) < y1) {
+		uint8_t *o = *buf + (size_t)(y - y0) * stride;
+		if (cmyk) {
+			jpeg_read_scanlines(ci, cmykrow, 1);
+			cmyk_to_rgb(cmykrow[0], o, w, ci->saw_Adobe_marker);
+			continue;
+		}
+		k = (int)(y1 - y);
+		if (k > 16)
+			k = 16;
+		for (i = 0; i < k; i++)
+			rows[i] = o + (size_t)i * stride;
+		jpeg_read_scanlines(ci, rows, (JDIMENSION)k);
+	}
+	r->ox = xoff;
+	r->ow = w;
+	r->oy = y0;
+	r->oh = y1 - y0;
+	return REGION_OK;
+}
+
+int bt_jpeg_decode_region(bt_jpeg_decoder *d, const uint8_t *p, size_t n,
+			  struct bt_jpeg_region *r, uint8_t **buf, size_t *cap)
+{
+	uint32_t sw, sh;
+	int rc;
+
+	if (r->denom != 1 && r->denom != 2 && r->denom != 4 && r->denom != 8)
+		return bt_error(BT_ERR_INVALID, "JPEG region: scale 1/%d (want 1, 2, 4 or 8)",
+				r->denom);
+	sw = bt_jpeg_scaled(r->width, r->denom);
+	sh = bt_jpeg_scaled(r->height, r->denom);
+	if (r->x0 >= r->x1 || r->x1 > sw || r->y0 >= r->y1 || r->y1 > sh)
+		return bt_error(BT_ERR_INVALID,
+				"JPEG region: columns [%u, %u), rows [%u, %u) not inside %ux%u",
+				(unsigned)r->x0, (unsigned)r->x1, (unsigned)r->y0,
+				(unsigned)r->y1, (unsigned)sw, (unsigned)sh);
+	if (n < 3 || bt_image_sniff(p, n) != BT_IMAGE_JPEG)
+		return bt_error(BT_ERR_IMAGE, "not a JPEG image");
+	d->err.msg[0] = 0;
+	switch (jpeg_region_guarded(d, p, n, r, buf, cap)) {
+	case REGION_OK:
+		rc = BT_OK;
+		break;
+	case REGION_SIZE:
+		rc = bt_error(BT_ERR_FORMAT, "JPEG is %ux%u, expected %ux%u",
+			      (unsigned)d->cinfo.image_width, (unsigned)d->cinfo.image_height,
+			      (unsigned)r->width, (unsigned)r->height);
+		break;
+	case REGION_NOMEM:
+		rc = bt_error(BT_ERR_NOMEM, "JPEG: no memory for the decoded region");
+		break;
+	default:
+		rc = jpeg_fail(&d->err, d->stage);
+	}
+	/* Stops here, without decoding the rest, and leaves the decoder ready for the next
+	 * image (also after an error). */
+	jpeg_abort_decompress(&d->cinfo);
+	return rc;
+}
+
 /* ---- libpng plumbing ---- */
 
 struct png_ctx {
@@ -552,20 +735,16 @@ int bt_image_decode(const uint8_t *p, size_t n, uint64_t max_pixels, uint32_t mi
 /* ---- resampling ---- */
 
 /* PIL's precision for 8-bit images: 255 * 2^22 plus rounding fits an int32 sum. */
-#define RS_BITS 22
+#define RS_BITS BT_RESAMPLE_BITS
 
-struct taps {
-	int ksize;        /* stride of coef */
-	int *start;       /* (out,) first input index */
-	int *count;       /* (out,) taps used */
-	int32_t *coef;    /* (out, ksize) fixed-point weights */
-};
-
-static void taps_free(struct taps *t)
+void bt_taps_free(struct bt_taps *t)
 {
 	free(t->start);
 	free(t->count);
 	free(t->coef);
+	free(t->tmp);
+	free(t->pairs);
+	memset(t, 0, sizeof *t);
 }
 
 static double triangle(double x)
@@ -575,33 +754,71 @@ static double triangle(double x)
 	return x < 1 ? 1 - x : 0;
 }
 
-/* Weights of the BILINEAR filter for in -> out samples, as PIL's precompute_coeffs and
- * normalize_coeffs_8bpc compute them, with zero taps trimmed from both ends. */
-static int taps_init(struct taps *t, uint32_t in, uint32_t out)
+/* Weights of the BILINEAR filter as PIL's precompute_coeffs and normalize_coeffs_8bpc
+ * compute them (box argument included). PIL clamps to [0, image size); lo and hi generalise
+ * that to crops. Zero weights are trimmed from both ends, then every output is padded to the
+ * longest: integer sums do not change. */
+int bt_taps_init(struct bt_taps *t, double in0, double in1, int32_t lo, int32_t hi,
+		 uint32_t out)
 {
-	double scale = (double)in / out;
-	double fs = scale < 1 ? 1 : scale;
-	double support = fs, ss = 1 / fs, *k = NULL;
+	double scale, fs, support, ss, ks;
+	size_t ksize;
 	uint32_t i;
-	int rc = BT_ERR_NOMEM;
+	int32_t n;
 
-	memset(t, 0, sizeof *t);
-	t->ksize = (int)ceil(support) * 2 + 1;
-	t->start = malloc(out * sizeof *t->start);
-	t->count = malloc(out * sizeof *t->count);
-	t->coef = malloc((size_t)out * t->ksize * sizeof *t->coef);
-	k = malloc(t->ksize * sizeof *k);
-	if (!t->start || !t->count || !t->coef || !k)
-		goto out;
+	if (t->coef && t->out == out && t->in0 == in0 && t->in1 == in1 && t->lo == lo &&
+	    t->hi == hi)
+		return BT_OK;
+	if (out == 0 || !(in1 > in0) || lo < 0 || hi <= lo)
+		return bt_error(BT_ERR_INVALID, "resample: bad range [%g, %g) in [%d, %d) to %u",
+				in0, in1, (int)lo, (int)hi, (unsigned)out);
+	t->out = 0; /* invalidates the cached arguments until the weights are complete */
+	scale = (in1 - in0) / out;
+	fs = scale < 1 ? 1 : scale;
+	support = fs; /* the triangle's support is 1, widened by the shrink factor */
+	ss = 1 / fs;
+	/* No output uses more taps than the clamp range holds. */
+	ks = ceil(support) * 2 + 1;
+	ksize = ks < (double)(hi - lo) ? (size_t)ks : (size_t)(hi - lo);
+	if (ksize > SIZE_MAX / sizeof *t->coef / out)
+		return bt_error(BT_ERR_NOMEM, "no memory for resampling weights");
+	if (out > t->cap_out) {
+		int32_t *a = realloc(t->start, out * sizeof *a), *b;
+		if (a)
+			t->start = a;
+		b = realloc(t->count, out * sizeof *b);
+		if (b)
+			t->count = b;
+		if (!a || !b)
+			return bt_error(BT_ERR_NOMEM, "no memory for resampling weights");
+		t->cap_out = out;
+	}
+	if ((size_t)out * ksize > t->cap_coef) {
+		int32_t *a = realloc(t->coef, (size_t)out * ksize * sizeof *a);
+		if (!a)
+			return bt_error(BT_ERR_NOMEM, "no memory for resampling weights");
+		t->coef = a;
+		t->cap_coef = (size_t)out * ksize;
+	}
+	if (ksize > t->cap_tmp) {
+		double *a = realloc(t->tmp, ksize * sizeof *a);
+		if (!a)
+			return bt_error(BT_ERR_NOMEM, "no memory for resampling weights");
+		t->tmp = a;
+		t->cap_tmp = ksize;
+	}
+	t->first = hi;
+	t->last = lo;
+	n = 0;
 	for (i = 0; i < out; i++) {
-		double center = (i + 0.5) * scale, ww = 0;
-		int32_t *c = t->coef + (size_t)i * t->ksize;
-		int xmin = (int)(center - support + 0.5), xmax, x, lo, hi;
-		if (xmin < 0)
-			xmin = 0;
-		xmax = (int)(center + support + 0.5);
-		if (xmax > (int)in)
-			xmax = (int)in;
+		/* Relative to lo, so that the clamp range behaves as an image of its own: a crop
+		 * resized by itself has centres (i + 0.5) * scale, and an offset added to them
+		 * would round differently. */
+		double center = (in0 - lo) + (i + 0.5) * scale, ww = 0, *k = t->tmp;
+		int32_t *c = t->coef + (size_t)i * ksize;
+		double fmin = floor(center - support + 0.5), fmax = floor(center + support + 0.5);
+		int32_t xmin = fmin < 0 ? 0 : (int32_t)fmin, xmax, x, a, b;
+		xmax = fmax > hi - lo ? hi - lo : (int32_t)fmax;
 		xmax -= xmin;
 		for (x = 0; x < xmax; x++) {
 			k[x] = triangle((x + xmin - center + 0.5) * ss);
@@ -612,23 +829,79 @@ static int taps_init(struct taps *t, uint32_t in, uint32_t out)
 			c[x] = (int32_t)(v < 0 ? -0.5 + v * (1 << RS_BITS)
 					       : 0.5 + v * (1 << RS_BITS));
 		}
-		for (lo = 0; lo < xmax && c[lo] == 0; lo++)
+		for (a = 0; a < xmax && c[a] == 0; a++)
 			;
-		for (hi = xmax; hi > lo && c[hi - 1] == 0; hi--)
+		for (b = xmax; b > a && c[b - 1] == 0; b--)
 			;
-		if (lo > 0)
-			memmove(c, c + lo, (hi - lo) * sizeof *c);
-		t->start[i] = xmin + lo;
-		t->count[i] = hi - lo;
+		if (a > 0)
+			memmove(c, c + a, (size_t)(b - a) * sizeof *c);
+		xmin += lo;
+		t->start[i] = xmin + a;
+		t->count[i] = b - a;
+		if (b > a && xmin + a < t->first)
+			t->first = xmin + a;
+		if (b > a && xmin + b > t->last)
+			t->last = xmin + b;
+		if (b - a > n)
+			n = b - a;
 	}
-	rc = BT_OK;
-out:
-	free(k);
-	if (rc != BT_OK) {
-		taps_free(t);
-		return bt_error(rc, "no memory for resampling weights");
+	if (n == 0) {
+		/* Nothing reads anything (weights all rounded to 0): one zero tap at lo. */
+		t->first = lo;
+		t->last = lo + 1;
+		n = 1;
+		for (i = 0; i < out; i++) {
+			t->start[i] = lo;
+			t->count[i] = 0;
+		}
 	}
-	return rc;
+	/* Pad to n weights, moving a window left where it would end past last; since some
+	 * output reads n inputs inside [first, last), every window fits. In place: output i's
+	 * weights move from stride ksize to stride n <= ksize, so never onto a later one's. */
+	for (i = 0; i < out; i++) {
+		int32_t *from = t->coef + (size_t)i * ksize, *to = t->coef + (size_t)i * n;
+		int32_t cnt = t->count[i], s0 = t->start[i], z;
+		if (cnt == 0)
+			s0 = t->first;
+		if (s0 + n > t->last)
+			s0 = t->last - n;
+		z = t->start[i] - s0;
+		if (cnt > 0)
+			memmove(to + z, from, (size_t)cnt * sizeof *to);
+		else
+			z = 0;
+		memset(to, 0, (size_t)z * sizeof *to);
+		memset(to + z + cnt, 0, (size_t)(n - z - cnt) * sizeof *to);
+		t->start[i] = s0;
+	}
+	t->n = n;
+	/* Weights in pairs for the AVX2 kernel: lanes 0-3 weight tap 2p, lanes 4-7 tap 2p + 1
+	 * (0 past the last tap). */
+	{
+		size_t np = (size_t)(n + 1) / 2, need = (size_t)out * np * 8;
+		int32_t *pk;
+		if (need > t->cap_pairs) {
+			pk = realloc(t->pairs, need * sizeof *pk);
+			if (!pk)
+				return bt_error(BT_ERR_NOMEM, "no memory for resampling weights");
+			t->pairs = pk;
+			t->cap_pairs = need;
+		}
+		pk = t->pairs;
+		for (i = 0; i < out; i++) {
+			const int32_t *k = t->coef + (size_t)i * n;
+			int32_t j, l;
+			for (j = 0; j < (int32_t)np * 2; j++)
+				for (l = 0; l < 4; l++)
+					*pk++ = j < n ? k[j] : 0;
+		}
+	}
+	t->in0 = in0;
+	t->in1 = in1;
+	t->lo = lo;
+	t->hi = hi;
+	t->out = out;
+	return BT_OK;
 }
 
 static inline uint8_t clip8(int32_t v)
@@ -637,25 +910,142 @@ static inline uint8_t clip8(int32_t v)
 	return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
 }
 
+/* ---- AVX2 kernels ----
+ *
+ * Chosen at run time (the library is built for baseline x86-64). They compute the same
+ * integer sums as the C loops, so the bytes are the same. */
+
+static int simd_state = -1; /* -1: not yet probed */
+
+static int cpu_avx2(void)
+{
+#if BT_X86
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") != 0;
+#else
+	return 0;
+#endif
+}
+
+int bt_simd(int on)
+{
+	int was = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
+	if (was < 0)
+		was = cpu_avx2();
+	__atomic_store_n(&simd_state, on < 0 ? was : on && cpu_avx2(), __ATOMIC_RELAXED);
+	return was;
+}
+
+/* Bytes the 3-channel horizontal kernel may read past the last tap of a row. */
+#define H3_OVERREAD 16
+
+#if BT_X86
+/* Two taps per step: the 16 bytes from a tap's pixel, in both 128-bit lanes, are spread by
+ * one shuffle to R G B 0 of that pixel (lanes 0-3) and of the next (lanes 4-7), then
+ * multiplied by the pair's weights. Two rows at a time share the weights. Output pixels are
+ * written in increasing address order, 4 bytes at a time (the 4th byte is overwritten by
+ * the next pixel), so for a flip the outputs are computed from the right; a row's last
+ * pixel is stored as 3 bytes. */
+__attribute__((target("avx2"))) static inline __m128i h3_sum(__m256i acc)
+{
+	__m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+	return _mm_srai_epi32(_mm_add_epi32(s, _mm_set1_epi32(1 << (RS_BITS - 1))), RS_BITS);
+}
+
+__attribute__((target("avx2"))) static inline void h3_store(uint8_t *o, uint32_t v, int last)
+{
+	if (!last) {
+		memcpy(o, &v, 4);
+	} else {
+		o[0] = (uint8_t)v;
+		o[1] = (uint8_t)(v >> 8);
+		o[2] = (uint8_t)(v >> 16);
+	}
+}
+
+__attribute__((target("avx2"))) static void
+h3_avx2(const uint8_t *ra, const uint8_t *rb, int32_t x0, const struct bt_taps *t, int flip,
+	uint8_t *oa, uint8_t *ob)
+{
+	const __m256i spread = _mm256_setr_epi8(0, -1, -1, -1, 1, -1, -1, -1, 2, -1, -1, -1,
+						 -1, -1, -1, -1, 3, -1, -1, -1, 4, -1, -1, -1,
+						 5, -1, -1, -1, -1, -1, -1, -1);
+	const size_t wout = t->out, np = (size_t)(t->n + 1) / 2;
+	size_t i, p;
+
+	for (i = 0; i < wout; i++, oa += 3, ob += 3) {
+		const size_t x = flip ? wout - 1 - i : i, off = (size_t)(t->start[x] - x0) * 3;
+		const __m256i *k = (const __m256i *)(t->pairs + x * np * 8);
+		const uint8_t *sa = ra + off, *sb = rb + off;
+		__m256i acca = _mm256_setzero_si256(), accb = acca;
+		__m128i v;
+		for (p = 0; p < np; p++, sa += 6, sb += 6) {
+			__m256i w = _mm256_loadu_si256(k + p);
+			__m256i pa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sa));
+			__m256i pb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sb));
+			pa = _mm256_shuffle_epi8(pa, spread);
+			pb = _mm256_shuffle_epi8(pb, spread);
+			acca = _mm256_add_epi32(acca, _mm256_mullo_epi32(pa, w));
+			accb = _mm256_add_epi32(accb, _mm256_mullo_epi32(pb, w));
+		}
+		/* Saturating packs clamp to 0..255: bytes 0-3 row a, 4-7 row b. */
+		v = _mm_packs_epi32(h3_sum(acca), h3_sum(accb));
+		v = _mm_packus_epi16(v, v);
+		h3_store(oa, (uint32_t)_mm_cvtsi128_si32(v), i + 1 == wout);
+		h3_store(ob, (uint32_t)_mm_extract_epi32(v, 1), i + 1 == wout);
+	}
+}
+
+/* Eight outputs at a time, all taps summed in a register. */
+__attribute__((target("avx2"))) static void
+v_avx2(const uint8_t *s, size_t rowlen, const int32_t *k, int n, int32_t *acc)
+{
+	const int32_t half = 1 << (RS_BITS - 1);
+	size_t i;
+	int j;
+
+	for (i = 0; i + 16 <= rowlen; i += 16) {
+		__m256i a = _mm256_set1_epi32(half), b = a;
+		const uint8_t *r = s + i;
+		for (j = 0; j < n; j++, r += rowlen) {
+			__m256i w = _mm256_set1_epi32(k[j]);
+			__m256i pa = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)r));
+			__m256i pb = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(r + 8)));
+			a = _mm256_add_epi32(a, _mm256_mullo_epi32(pa, w));
+			b = _mm256_add_epi32(b, _mm256_mullo_epi32(pb, w));
+		}
+		_mm256_storeu_si256((__m256i *)(acc + i), a);
+		_mm256_storeu_si256((__m256i *)(acc + i + 8), b);
+	}
+	for (; i < rowlen; i++) {
+		int32_t a = half;
+		for (j = 0; j < n; j++)
+			a += s[i + (size_t)j * rowlen] * k[j];
+		acc[i] = a;
+	}
+}
+#endif
+
 /* Inlined with C constant, so the channel tests fold away and the sums stay in registers
  * (at -O2, gcc does not unroll a loop over channels by itself). */
 static inline __attribute__((always_inline)) void
-resample_rows_h(const uint8_t *src /* (H,Win,C) */, uint8_t *dst /* (H,Wout,C) */, uint32_t h,
-		uint32_t win, uint32_t wout, const struct taps *t, const int C)
+resample_rows_h(const uint8_t *src, size_t stride, int32_t x0, uint32_t rows,
+		const struct bt_taps *t, int flip, uint8_t *dst, const int C)
 {
-	const int *start = t->start, *count = t->count;
-	const int32_t *coef = t->coef;
-	const size_t ksize = (size_t)t->ksize;
-	uint32_t y, x;
+	const int32_t *start = t->start, *coef = t->coef;
+	const int n = t->n;
+	const size_t wout = t->out;
+	const ptrdiff_t step = flip ? -C : C;
+	uint32_t y;
+	size_t x;
 	int j;
 
-	for (y = 0; y < h; y++) {
-		const uint8_t *row = src + (size_t)y * win * C;
-		uint8_t *o = dst + (size_t)y * wout * C;
-		for (x = 0; x < wout; x++, o += C) {
-			const int32_t *k = coef + x * ksize;
-			const uint8_t *s = row + (size_t)start[x] * C;
-			const int n = count[x];
+	for (y = 0; y < rows; y++) {
+		const uint8_t *row = src + (size_t)y * stride;
+		uint8_t *o = dst + (size_t)y * wout * C + (flip ? (wout - 1) * C : 0);
+		for (x = 0; x < wout; x++, o += step) {
+			const int32_t *k = coef + x * n;
+			const uint8_t *s = row + (size_t)(start[x] - x0) * C;
 			int32_t a0 = 1 << (RS_BITS - 1), a1 = a0, a2 = a0, a3 = a0;
 			for (j = 0; j < n; j++, s += C) {
 				a0 += s[0] * k[j];
@@ -677,61 +1067,92 @@ resample_rows_h(const uint8_t *src /* (H,Win,C) */, uint8_t *dst /* (H,Wout,C) *
 	}
 }
 
-static void resample_h(const uint8_t *src, uint8_t *dst, uint32_t h, uint32_t win,
-		       uint32_t wout, const struct taps *t, int channels)
+void bt_resample_h(const uint8_t *src /* (rows,*,C) */, size_t stride, int32_t x0,
+		   uint32_t rows, int channels, const struct bt_taps *t, int flip,
+		   uint8_t *dst /* (rows,out,C) */)
 {
+#if BT_X86
+	if (channels == 3 && bt_simd(-1)) {
+		/* Rows whose reads would pass the end of the last row go the portable way. */
+		const size_t reach = (size_t)(t->last - x0) * 3;
+		const size_t end = rows ? (size_t)(rows - 1) * stride + reach : 0;
+		uint32_t y;
+		for (y = 0; y + 1 < rows && (size_t)(y + 1) * stride + reach + H3_OVERREAD <= end;
+		     y += 2)
+			h3_avx2(src + (size_t)y * stride, src + (size_t)(y + 1) * stride, x0, t, flip,
+				dst + (size_t)y * t->out * 3, dst + (size_t)(y + 1) * t->out * 3);
+		src += (size_t)y * stride;
+		dst += (size_t)y * t->out * 3;
+		rows -= y;
+	}
+#endif
 	switch (channels) {
-	case 1: resample_rows_h(src, dst, h, win, wout, t, 1); break;
-	case 2: resample_rows_h(src, dst, h, win, wout, t, 2); break;
-	case 3: resample_rows_h(src, dst, h, win, wout, t, 3); break;
-	default: resample_rows_h(src, dst, h, win, wout, t, 4); break;
+	case 1: resample_rows_h(src, stride, x0, rows, t, flip, dst, 1); break;
+	case 2: resample_rows_h(src, stride, x0, rows, t, flip, dst, 2); break;
+	case 3: resample_rows_h(src, stride, x0, rows, t, flip, dst, 3); break;
+	default: resample_rows_h(src, stride, x0, rows, t, flip, dst, 4); break;
 	}
 }
 
-/* Vertical pass row by row into an int32 accumulator, so memory is read in order; integer
- * sums are exact, so this equals PIL's per-pixel order. The fixed 16-wide blocks let gcc
- * vectorise at -O2, where it only vectorises loops with a known trip count. */
+/* Row by row into an int32 accumulator, so memory is read in order; integer sums are
+ * exact, so this equals PIL's per-pixel order. The fixed 16-wide blocks let gcc vectorise
+ * at -O2, where it only vectorises loops with a known trip count. */
 #define RS_BLOCK 16
-static void resample_v(const uint8_t *src /* (Hin,W*C) */, uint8_t *dst /* (Hout,W*C) */,
-		       size_t rowlen, uint32_t hout, const struct taps *t, int32_t *acc)
+void bt_resample_v_row(const uint8_t *src /* (rows,rowlen) */, size_t rowlen, int32_t y0,
+		       const struct bt_taps *t, uint32_t y, int32_t *restrict acc /* (rowlen,) */)
 {
-	size_t i, q, body = rowlen - rowlen % RS_BLOCK;
-	uint32_t y;
+	const int32_t *k = t->coef + (size_t)y * t->n;
+	const int n = t->n;
+	const uint8_t *restrict s = src + (size_t)(t->start[y] - y0) * rowlen;
+	const size_t body = rowlen - rowlen % RS_BLOCK;
+	const int32_t half = 1 << (RS_BITS - 1);
+	size_t i, q;
 	int j;
 
-	for (y = 0; y < hout; y++) {
-		const int32_t *k = t->coef + (size_t)y * t->ksize;
-		const int n = t->count[y];
-		const uint8_t *s0 = src + (size_t)t->start[y] * rowlen;
-		uint8_t *o = dst + (size_t)y * rowlen;
-		for (i = 0; i < rowlen; i++)
-			acc[i] = 1 << (RS_BITS - 1);
-		for (j = 0; j < n; j++) {
-			const uint8_t *s = s0 + (size_t)j * rowlen;
-			const int32_t w = k[j];
-			for (i = 0; i < body; i += RS_BLOCK)
-				for (q = 0; q < RS_BLOCK; q++)
-					acc[i + q] += s[i + q] * w;
-			for (; i < rowlen; i++)
-				acc[i] += s[i] * w;
-		}
+#if BT_X86
+	if (bt_simd(-1)) {
+		v_avx2(s, rowlen, k, n, acc);
+		return;
+	}
+#endif
+	/* The first tap initialises, saving a pass over acc. */
+	for (i = 0; i < body; i += RS_BLOCK)
+		for (q = 0; q < RS_BLOCK; q++)
+			acc[i + q] = half + s[i + q] * k[0];
+	for (; i < rowlen; i++)
+		acc[i] = half + s[i] * k[0];
+	for (j = 1; j < n; j++) {
+		const int32_t w = k[j];
+		s += rowlen;
 		for (i = 0; i < body; i += RS_BLOCK)
 			for (q = 0; q < RS_BLOCK; q++)
-				o[i + q] = clip8(acc[i + q]);
+				acc[i + q] += s[i + q] * w;
 		for (; i < rowlen; i++)
-			o[i] = clip8(acc[i]);
+			acc[i] += s[i] * w;
 	}
 }
 
-int bt_image_resize(const struct bt_image *src, uint32_t width, uint32_t height,
-		    struct bt_image *dst)
+static void clip_row(const int32_t *restrict acc, uint8_t *restrict o, size_t rowlen)
 {
-	struct taps th = { 0 }, tv = { 0 };
+	size_t i, q, body = rowlen - rowlen % RS_BLOCK;
+	for (i = 0; i < body; i += RS_BLOCK)
+		for (q = 0; q < RS_BLOCK; q++)
+			o[i + q] = clip8(acc[i + q]);
+	for (; i < rowlen; i++)
+		o[i] = clip8(acc[i]);
+}
+
+int bt_image_resize_box(const struct bt_image *src, double x, double y, double w, double h,
+			uint32_t width, uint32_t height, struct bt_image *dst)
+{
+	struct bt_taps th = { 0 }, tv = { 0 };
 	uint8_t *tmp = NULL, *out = NULL;
-	const uint8_t *mid; /* (Hin, width, C): after the horizontal pass */
+	const uint8_t *mid; /* (rows, width, C): after the horizontal pass */
 	int32_t *acc = NULL;
-	int c = src->channels, rc;
+	int c = src->channels, rc, need_h, need_v;
+	int32_t y0, rows;
 	size_t rowlen, n;
+	uint32_t i;
 
 	if (c < 1 || c > 4)
 		return bt_error(BT_ERR_INVALID, "resize: %d channels (want 1..4)", c);
@@ -739,6 +1160,13 @@ int bt_image_resize(const struct bt_image *src, uint32_t width, uint32_t height,
 		return bt_error(BT_ERR_INVALID, "resize: empty image (%ux%u to %ux%u)",
 				(unsigned)src->width, (unsigned)src->height, (unsigned)width,
 				(unsigned)height);
+	if (!(x >= 0 && y >= 0 && w > 0 && h > 0 && x + w <= src->width &&
+	      y + h <= src->height))
+		return bt_error(BT_ERR_INVALID, "resize: box (%g, %g, %g, %g) not inside %ux%u",
+				x, y, w, h, (unsigned)src->width, (unsigned)src->height);
+	if (src->width > INT32_MAX || src->height > INT32_MAX)
+		return bt_error(BT_ERR_TOOBIG, "resize: %ux%u is too large",
+				(unsigned)src->width, (unsigned)src->height);
 	rowlen = (size_t)width * c;
 	if ((size_t)height > SIZE_MAX / rowlen || (size_t)src->height > SIZE_MAX / rowlen)
 		return bt_error(BT_ERR_TOOBIG, "resize: %ux%u is too large", (unsigned)width,
@@ -752,34 +1180,41 @@ int bt_image_resize(const struct bt_image *src, uint32_t width, uint32_t height,
 	}
 
 	/* Horizontal first, as PIL does; the rounding between passes depends on the order.
-	 * A pass whose size does not change is skipped: its weights would be the identity. */
-	mid = src->pixels;
-	if (width != src->width) {
-		if ((rc = taps_init(&th, src->width, width)) != BT_OK)
+	 * A pass that would be the identity is skipped, by PIL's rule. Only the rows the
+	 * vertical pass reads go through the horizontal one. */
+	need_h = width != src->width || x != 0 || w != src->width;
+	need_v = height != src->height || y != 0 || h != src->height;
+	y0 = 0;
+	rows = (int32_t)src->height;
+	if (need_v) {
+		if ((rc = bt_taps_init(&tv, y, y + h, 0, (int32_t)src->height, height)) != BT_OK)
 			goto out;
-		if (height == src->height) {
-			resample_h(src->pixels, out, src->height, src->width, width, &th, c);
-			mid = out;
-		} else {
-			tmp = malloc(rowlen * src->height);
-			if (!tmp) {
-				rc = bt_error(BT_ERR_NOMEM, "resize: no memory for %ux%u pixels",
-					      (unsigned)width, (unsigned)src->height);
-				goto out;
-			}
-			resample_h(src->pixels, tmp, src->height, src->width, width, &th, c);
-			mid = tmp;
-		}
+		y0 = tv.first;
+		rows = tv.last - tv.first;
 	}
-	if (height != src->height) {
-		if ((rc = taps_init(&tv, src->height, height)) != BT_OK)
+	mid = src->pixels + (size_t)y0 * src->width * c;
+	if (need_h) {
+		if ((rc = bt_taps_init(&th, x, x + w, 0, (int32_t)src->width, width)) != BT_OK)
 			goto out;
+		if (need_v && !(tmp = malloc(rowlen * (size_t)rows))) {
+			rc = bt_error(BT_ERR_NOMEM, "resize: no memory for %ux%u pixels",
+				      (unsigned)width, (unsigned)rows);
+			goto out;
+		}
+		bt_resample_h(mid, (size_t)src->width * c, 0, (uint32_t)rows, c, &th, 0,
+			      need_v ? tmp : out);
+		mid = need_v ? tmp : out;
+	}
+	if (need_v) {
 		acc = malloc(rowlen * sizeof *acc);
 		if (!acc) {
 			rc = bt_error(BT_ERR_NOMEM, "resize: no memory for a row");
 			goto out;
 		}
-		resample_v(mid, out, rowlen, height, &tv, acc);
+		for (i = 0; i < height; i++) {
+			bt_resample_v_row(mid, rowlen, y0, &tv, i, acc);
+			clip_row(acc, out + i * rowlen, rowlen);
+		}
 	} else if (mid != out) {
 		memcpy(out, mid, n);
 	}
@@ -793,12 +1228,18 @@ int bt_image_resize(const struct bt_image *src, uint32_t width, uint32_t height,
 	out = NULL;
 	rc = BT_OK;
 out:
-	free(out);
 	free(tmp);
+	free(out);
 	free(acc);
-	taps_free(&th);
-	taps_free(&tv);
+	bt_taps_free(&th);
+	bt_taps_free(&tv);
 	return rc;
+}
+
+int bt_image_resize(const struct bt_image *src, uint32_t width, uint32_t height,
+		    struct bt_image *dst)
+{
+	return bt_image_resize_box(src, 0, 0, src->width, src->height, width, height, dst);
 }
 
 void bt_image_size_shorter(uint32_t w, uint32_t h, uint32_t n, uint32_t *ow, uint32_t *oh)

@@ -936,6 +936,344 @@ TEST(test_size_shorter)
 	CHECK_EQ(h, 1);
 }
 
+/* Pillow 9.4's Image.resize(size, BILINEAR, box=...) on the 7x5 image of
+ * test_resize_pil_values. The boxes are exact in float32, which PIL stores them in. */
+TEST(test_resize_box_pil_values)
+{
+	static const uint8_t want_a[6] = { 82, 137, 198, 88, 143, 204 };
+	static const uint8_t want_b[30] = {
+		24, 45, 67, 89, 110, 132, 26, 47, 69, 91, 112, 134, 27, 48, 70,
+		92, 113, 135, 29, 50, 72, 94, 115, 137, 30, 51, 73, 95, 116, 138,
+	};
+	static const uint8_t want_c[12] = { 95, 141, 185, 228, 99, 145, 189, 232, 102, 148, 192, 235 };
+	uint8_t img[7 * 5];
+	struct bt_image src = { 7, 5, 1, img }, dst;
+	int i;
+
+	for (i = 0; i < 7 * 5; i++)
+		img[i] = (uint8_t)((i * 37 + 11) % 256);
+	CHECK_EQ(bt_image_resize_box(&src, 1.5, 0.25, 4.75, 4.5, 3, 2, &dst), BT_OK);
+	CHECK_EQ(memcmp(dst.pixels, want_a, sizeof want_a), 0);
+	bt_image_free(&dst);
+	CHECK_EQ(bt_image_resize_box(&src, 0.5, 1.0, 3.5, 2.5, 6, 5, &dst), BT_OK);
+	CHECK_EQ(memcmp(dst.pixels, want_b, sizeof want_b), 0);
+	bt_image_free(&dst);
+	CHECK_EQ(bt_image_resize_box(&src, 2, 1, 5, 4, 4, 3, &dst), BT_OK);
+	CHECK_EQ(memcmp(dst.pixels, want_c, sizeof want_c), 0);
+	bt_image_free(&dst);
+	/* The box must lie inside the image. */
+	CHECK_EQ(bt_image_resize_box(&src, -0.5, 0, 3, 3, 2, 2, &dst), BT_ERR_INVALID);
+	CHECK_EQ(bt_image_resize_box(&src, 5, 0, 2.5, 3, 2, 2, &dst), BT_ERR_INVALID);
+	CHECK_EQ(bt_image_resize_box(&src, 0, 0, 0, 3, 2, 2, &dst), BT_ERR_INVALID);
+}
+
+/* Resizing a whole image and cutting out a part equals one resize of the matching box:
+ * torchvision's Resize(256) + CenterCrop(224) done as one pass. */
+TEST(test_resize_box_is_resize_then_crop)
+{
+	static const uint32_t cases[][6] = {
+		/* w, h, resized w, h, crop x, y (crop 224 x 224) */
+		{ 500, 375, 341, 256, 58, 16 },
+		{ 375, 500, 256, 341, 16, 58 },
+		{ 333, 251, 339, 256, 57, 16 },
+		{ 120, 90, 341, 256, 58, 16 }, /* upscaling */
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint32_t w = cases[i][0], h = cases[i][1], rw = cases[i][2], rh = cases[i][3];
+		uint32_t cx = cases[i][4], cy = cases[i][5], y;
+		struct bt_image src = { w, h, 3, NULL }, full, box;
+		src.pixels = noise((size_t)w * h * 3, (uint32_t)i + 40);
+		CHECK_EQ(bt_image_resize(&src, rw, rh, &full), BT_OK);
+		CHECK_EQ(bt_image_resize_box(&src, (double)cx * w / rw, (double)cy * h / rh,
+					     224.0 * w / rw, 224.0 * h / rh, 224, 224, &box),
+			 BT_OK);
+		for (y = 0; y < 224; y++)
+			CHECK_EQ(memcmp(box.pixels + (size_t)y * 224 * 3,
+					full.pixels + ((size_t)(cy + y) * rw + cx) * 3, 224 * 3),
+				 0);
+		/* The whole image as the box is bt_image_resize. */
+		bt_image_free(&box);
+		CHECK_EQ(bt_image_resize_box(&src, 0, 0, w, h, rw, rh, &box), BT_OK);
+		CHECK_EQ(memcmp(box.pixels, full.pixels, (size_t)rw * rh * 3), 0);
+		bt_image_free(&box);
+		bt_image_free(&full);
+		free(src.pixels);
+	}
+}
+
+TEST(test_taps)
+{
+	static const double cases[][5] = {
+		/* in0, in1, lo, hi, out */
+		{ 0, 500, 0, 500, 224 },
+		{ 85.04, 413.49, 0, 500, 224 },
+		{ 20, 267, 20, 267, 224 },
+		{ 10, 12, 10, 12, 224 },       /* strong upscale */
+		{ 0.5, 999.5, 0, 1000, 7 },    /* strong downscale */
+		{ 3, 4, 0, 9, 1 },
+	};
+	struct bt_taps t = { 0 }, u = { 0 };
+	size_t i;
+	uint32_t k;
+	int j;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int32_t lo = (int32_t)cases[i][2], hi = (int32_t)cases[i][3];
+		uint32_t out = (uint32_t)cases[i][4];
+		CHECK_EQ(bt_taps_init(&t, cases[i][0], cases[i][1], lo, hi, out), BT_OK);
+		CHECK(t.out == out && t.n >= 1);
+		CHECK(lo <= t.first && t.first < t.last && t.last <= hi);
+		for (k = 0; k < out; k++) {
+			const int32_t *c = t.coef + (size_t)k * t.n;
+			int64_t sum = 0;
+			/* One window length for all, inside [first, last); the weights sum to 1
+			 * up to the rounding of each. */
+			CHECK(t.start[k] >= t.first && t.start[k] + t.n <= t.last);
+			for (j = 0; j < t.n; j++) {
+				CHECK(c[j] >= 0);
+				sum += c[j];
+			}
+			CHECK(llabs(sum - (1 << BT_RESAMPLE_BITS)) <= t.n);
+		}
+		/* Shifting everything by whole pixels shifts the windows and nothing else. */
+		CHECK_EQ(bt_taps_init(&u, cases[i][0] + 7, cases[i][1] + 7, lo + 7, hi + 7, out),
+			 BT_OK);
+		CHECK(u.n == t.n && u.first == t.first + 7 && u.last == t.last + 7);
+		CHECK_EQ(memcmp(u.coef, t.coef, (size_t)out * t.n * sizeof *t.coef), 0);
+		for (k = 0; k < out; k++)
+			CHECK_EQ(u.start[k], t.start[k] + 7);
+	}
+	/* The same arguments again return at once with the same weights. */
+	CHECK_EQ(bt_taps_init(&t, 1, 2, 0, 3, 5), BT_OK);
+	CHECK_EQ(bt_taps_init(&t, 1, 2, 0, 3, 5), BT_OK);
+	CHECK_EQ(t.out, 5);
+	CHECK_EQ(bt_taps_init(&t, 2, 1, 0, 3, 5), BT_ERR_INVALID);
+	CHECK_EQ(bt_taps_init(&t, 1, 2, 3, 3, 5), BT_ERR_INVALID);
+	CHECK_EQ(bt_taps_init(&t, 1, 2, 0, 3, 0), BT_ERR_INVALID);
+	bt_taps_free(&t);
+	bt_taps_free(&u);
+}
+
+/* The AVX2 kernels give the bytes of the portable ones: random sizes, boxes, clamp ranges,
+ * channel counts, flips, source offsets; sources allocated to the byte, so that valgrind
+ * sees any read past them. */
+TEST(test_resample_simd)
+{
+	uint32_t seed = 1;
+	int was = bt_simd(-1), it;
+
+	for (it = 0; it < 400; it++) {
+		uint32_t w, h, out, rows, y;
+		int c, flip;
+		double x0, x1, y0, y1;
+		int32_t lo, hi;
+		struct bt_taps th = { 0 }, tv = { 0 };
+		uint8_t *src, *a, *b;
+		int32_t *aa, *ab;
+		size_t rowlen;
+
+#define RND(n) (seed = seed * 1664525u + 1013904223u, (seed >> 8) % (n))
+		w = 1 + RND(300);
+		h = 1 + RND(60);
+		out = 1 + RND(260);
+		c = RND(2) ? 3 : 1 + (int)RND(4);
+		flip = (int)RND(2);
+		x0 = RND(1000) / 1000.0 * w * 0.6;
+		x1 = x0 + (w - x0) * (0.02 + RND(980) / 1000.0);
+		lo = RND(2) ? 0 : (int32_t)x0;
+		hi = RND(2) ? (int32_t)w : (int32_t)ceil(x1);
+		if (hi > (int32_t)w)
+			hi = (int32_t)w;
+		src = noise((size_t)w * h * c, seed);
+		CHECK_EQ(bt_taps_init(&th, x0, x1, lo, hi, out), BT_OK);
+		rowlen = (size_t)out * c;
+		a = malloc(rowlen * h);
+		b = malloc(rowlen * h);
+		/* The source's first column is input index lo: pass the clamp range only. */
+		bt_simd(1);
+		bt_resample_h(src + lo * c, (size_t)w * c, lo, h, c, &th, flip, a);
+		bt_simd(0);
+		bt_resample_h(src + lo * c, (size_t)w * c, lo, h, c, &th, flip, b);
+		bt_simd(was);
+		CHECK_EQ(memcmp(a, b, rowlen * h), 0);
+		y0 = RND(1000) / 1000.0 * h * 0.5;
+		y1 = y0 + (h - y0) * (0.02 + RND(980) / 1000.0);
+		CHECK_EQ(bt_taps_init(&tv, y0, y1, 0, (int32_t)h, 1 + RND(90)), BT_OK);
+		rows = (uint32_t)(tv.last - tv.first);
+		aa = malloc(rowlen * sizeof *aa);
+		ab = malloc(rowlen * sizeof *ab);
+		for (y = 0; y < tv.out; y++) {
+			const uint8_t *m = a + (size_t)tv.first * rowlen;
+			bt_simd(1);
+			bt_resample_v_row(m, rowlen, tv.first, &tv, y, aa);
+			bt_simd(0);
+			bt_resample_v_row(m, rowlen, tv.first, &tv, y, ab);
+			bt_simd(was);
+			CHECK_EQ(memcmp(aa, ab, rowlen * sizeof *aa), 0);
+		}
+		(void)rows;
+		free(aa);
+		free(ab);
+		free(a);
+		free(b);
+		free(src);
+		bt_taps_free(&th);
+		bt_taps_free(&tv);
+#undef RND
+	}
+}
+
+/* A JPEG with the given sampling factors (h, v of the luma), progressive or not, or grey,
+ * written with libjpeg directly. */
+static uint8_t *enc_jpeg_kind(uint32_t w, uint32_t h, const uint8_t *px, int hs, int vs,
+			      int progressive, int grey, size_t *n)
+{
+	struct jpeg_compress_struct ci;
+	struct jpeg_error_mgr jerr;
+	unsigned char *buf = NULL;
+	unsigned long len = 0;
+	JSAMPROW r;
+
+	ci.err = jpeg_std_error(&jerr);
+	jpeg_create_compress(&ci);
+	jpeg_mem_dest(&ci, &buf, &len);
+	ci.image_width = w;
+	ci.image_height = h;
+	ci.input_components = grey ? 1 : 3;
+	ci.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
+	jpeg_set_defaults(&ci);
+	jpeg_set_quality(&ci, 90, TRUE);
+	if (!grey) {
+		ci.comp_info[0].h_samp_factor = hs;
+		ci.comp_info[0].v_samp_factor = vs;
+	}
+	if (progressive)
+		jpeg_simple_progression(&ci);
+	jpeg_start_compress(&ci, TRUE);
+	while (ci.next_scanline < h) {
+		r = (JSAMPROW)px + (size_t)ci.next_scanline * w * (grey ? 1 : 3);
+		jpeg_write_scanlines(&ci, &r, 1);
+	}
+	jpeg_finish_compress(&ci);
+	jpeg_destroy_compress(&ci);
+	*n = len;
+	return buf;
+}
+
+/* Region decoding gives exactly the pixels of a full decode (at the same DCT scale), for
+ * every chroma subsampling, progressive and grey JPEGs, at random regions. (Under valgrind,
+ * libjpeg-turbo's SIMD h1v2 upsampler makes the 4:4:0 case report uninitialised values,
+ * for any decode; JSIMD_FORCENONE=1 silences it and gives the same pixels.) */
+TEST(test_jpeg_region)
+{
+	static const int kinds[][4] = {
+		/* h, v sampling, progressive, grey */
+		{ 2, 2, 0, 0 }, { 2, 1, 0, 0 }, { 1, 1, 0, 0 }, { 1, 2, 0, 0 },
+		{ 2, 2, 1, 0 }, { 1, 1, 0, 1 },
+	};
+	const uint32_t W = 203, H = 149;
+	bt_jpeg_decoder *d;
+	uint8_t *px = noise(W * H * 3, 31), *pat = pattern(W, H, 3), *full = NULL, *reg = NULL;
+	size_t fcap = 0, rcap = 0, k, j;
+	uint32_t seed = 5;
+	int denom, t;
+
+	for (j = 0; j < (size_t)W * H * 3; j++)
+		px[j] = (uint8_t)(pat[j] / 2 + px[j] / 4);
+	CHECK_EQ(bt_jpeg_decoder_new(&d), BT_OK);
+	for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+		size_t n;
+		uint8_t *jpg = enc_jpeg_kind(W, H, px, kinds[k][0], kinds[k][1], kinds[k][2],
+					     kinds[k][3], &n);
+		struct bt_image ref;
+		/* The decoder's full decode is bt_image_decode's. */
+		struct bt_jpeg_region f = { W, H, 1, 0, 0, W, H, 0, 0, 0, 0 };
+		CHECK_EQ(bt_image_decode(jpg, n, 0, 0, &ref), BT_OK);
+		CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &f, &full, &fcap), BT_OK);
+		CHECK(f.ox == 0 && f.oy == 0 && f.ow == W && f.oh == H);
+		CHECK_EQ(memcmp(ref.pixels, full, (size_t)W * H * 3), 0);
+		bt_image_free(&ref);
+		for (denom = 1; denom <= 8; denom *= 2) {
+			uint32_t sw = bt_jpeg_scaled(W, denom), sh = bt_jpeg_scaled(H, denom);
+			f.denom = denom;
+			f.x1 = sw;
+			f.y1 = sh;
+			CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &f, &full, &fcap), BT_OK);
+			CHECK(f.ow == sw && f.oh == sh);
+			for (t = 0; t < 60; t++) {
+				struct bt_jpeg_region r = f;
+				uint32_t y;
+#define RND(n) (seed = seed * 1664525u + 1013904223u, (seed >> 8) % (n))
+				r.x0 = RND(sw);
+				r.x1 = r.x0 + 1 + RND(sw - r.x0);
+				r.y0 = RND(sh);
+				r.y1 = r.y0 + 1 + RND(sh - r.y0);
+#undef RND
+				CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &reg, &rcap), BT_OK);
+				CHECK(r.ox <= r.x0 && r.ox + r.ow >= r.x1 && r.ow <= sw);
+				CHECK(r.oy <= r.y0 && r.oy + r.oh >= r.y1 && r.oh <= sh);
+				for (y = r.y0; y < r.y1; y++)
+					CHECK_EQ(memcmp(reg + ((size_t)(y - r.oy) * r.ow + r.x0 - r.ox) * 3,
+							full + ((size_t)y * sw + r.x0) * 3,
+							(size_t)(r.x1 - r.x0) * 3),
+						 0);
+			}
+		}
+		free(jpg);
+	}
+	free(px);
+	free(pat);
+	free(full);
+	free(reg);
+	bt_jpeg_decoder_free(d);
+}
+
+TEST(test_jpeg_region_errors)
+{
+	const uint32_t W = 64, H = 48;
+	uint8_t *px = pattern(W, H, 3), *jpg, *buf = NULL;
+	struct bt_jpeg_region r = { W, H, 1, 0, 0, W, H, 0, 0, 0, 0 };
+	bt_jpeg_decoder *d;
+	size_t n, cap = 0;
+
+	jpg = enc_jpeg(W, H, 3, px, 90, &n);
+	CHECK(jpg != NULL);
+	CHECK_EQ(bt_jpeg_decoder_new(&d), BT_OK);
+	r.width = W + 1;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &buf, &cap), BT_ERR_FORMAT);
+	r.width = W;
+	r.denom = 3;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &buf, &cap), BT_ERR_INVALID);
+	r.denom = 1;
+	r.x1 = W + 1;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &buf, &cap), BT_ERR_INVALID);
+	r.x1 = W;
+	r.y0 = H;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &buf, &cap), BT_ERR_INVALID);
+	r.y0 = 0;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n / 2, &r, &buf, &cap), BT_ERR_IMAGE);
+	CHECK_EQ(bt_jpeg_decode_region(d, px, 100, &r, &buf, &cap), BT_ERR_IMAGE);
+	/* Usable after errors; only the rows asked for are read, so a cut below them is
+	 * not seen. */
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n, &r, &buf, &cap), BT_OK);
+	free(jpg);
+	free(px);
+	px = pattern(W, 8 * H, 3);
+	jpg = enc_jpeg(W, 8 * H, 3, px, 90, &n);
+	CHECK(jpg != NULL);
+	r.height = 8 * H;
+	r.y1 = 8;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n / 2, &r, &buf, &cap), BT_OK);
+	r.y1 = 8 * H;
+	CHECK_EQ(bt_jpeg_decode_region(d, jpg, n / 2, &r, &buf, &cap), BT_ERR_IMAGE);
+	bt_jpeg_decoder_free(d);
+	free(buf);
+	free(jpg);
+	free(px);
+}
+
 int main(void)
 {
 	RUN(test_sniff);
@@ -960,5 +1298,11 @@ int main(void)
 	RUN(test_resize_in_place_and_errors);
 	RUN(test_resize_pil_values);
 	RUN(test_size_shorter);
+	RUN(test_resize_box_pil_values);
+	RUN(test_resize_box_is_resize_then_crop);
+	RUN(test_taps);
+	RUN(test_resample_simd);
+	RUN(test_jpeg_region);
+	RUN(test_jpeg_region_errors);
 	return test_summary();
 }

@@ -1,0 +1,95 @@
+/* augment.h: the paper's training and evaluation transforms for one image.
+ *
+ * Training (He et al. 2019, section 2.1): random-resized crop (area uniform in
+ * [min_area, max_area] of the image, aspect ratio log-uniform in [min_aspect, max_aspect],
+ * up to 10 tries, then the whole image centre-cropped to the nearest allowed aspect),
+ * resized to size x size with the antialiasing bilinear filter; horizontal flip with
+ * probability 0.5; brightness, contrast and saturation each scaled by a factor uniform in
+ * [1 - jitter, 1 + jitter], in random order; PCA lighting noise alpha ~ N(0, lighting)
+ * along the ImageNet eigenvectors; normalisation by mean and std.
+ * Evaluation: resize the shorter side to round(size / crop_ratio) (or `resize`), keeping
+ * the aspect ratio, then centre-crop size x size; normalisation.
+ *
+ * The random choices for an image are drawn first (bt_aug_draw, from an RNG the caller
+ * seeds from (seed, epoch, record index)) and applied second (bt_aug_apply), so tests can
+ * check each half and the output never depends on threads or timing.
+ *
+ * Output is HWC. Encoded (JPEG/PNG) payloads give 3 channels; raw payloads keep theirs
+ * (1 or 3). For 1-channel images saturation and lighting do nothing. BT_AUG_U8 applies
+ * everything but normalisation and rounds to uint8 (values clamped to 0..255); BT_AUG_F32 and
+ * BT_AUG_F16 also normalise: (x - mean) / std, with x in 0..255 unclamped.
+ */
+#ifndef BT_AUGMENT_H
+#define BT_AUGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "record.h"
+#include "rng.h"
+
+enum bt_aug_format { BT_AUG_U8 = 0, BT_AUG_F32, BT_AUG_F16 };
+
+struct bt_aug_params {
+	int train;                     /* 1: training transform, 0: evaluation */
+	uint32_t size;                 /* output height and width (224; 299 for Inception-V3) */
+	double crop_ratio;             /* eval: shorter side resized to size / crop_ratio (0.875) */
+	uint32_t resize;               /* eval: explicit shorter side; 0 derives it from crop_ratio */
+	double min_area, max_area;     /* 0.08, 1.0 */
+	double min_aspect, max_aspect; /* 3/4, 4/3 */
+	int flip;                      /* 1: flip with probability 0.5 */
+	double jitter;                 /* 0.4: brightness, contrast, saturation factor range */
+	double lighting;               /* 0.1: std of the PCA lighting alpha; 0 disables */
+	float mean[3], std[3];         /* (123.68, 116.779, 103.939), (58.393, 57.12, 57.375) */
+	int format;                    /* enum bt_aug_format */
+	uint64_t max_pixels;           /* refuse decoding larger images; 0: no limit */
+};
+
+/* The random choices for one image, and the crop box they imply. */
+struct bt_aug_draw {
+	double x, y, w, h;     /* crop box in source pixels (x, y: top-left corner) */
+	int fallback;          /* train: 1 when all 10 tries failed and the centre crop was used */
+	int flip;
+	float brightness, contrast, saturation; /* factors; 1 = unchanged */
+	int order[3];          /* order of the three colour ops: 0 brightness, 1 contrast, 2 saturation */
+	float alpha[3];        /* lighting */
+};
+
+/* The paper's values (train selects the transform). */
+void bt_aug_defaults(struct bt_aug_params *p, int train);
+
+/* Checks ranges (size >= 1, 0 < min_area <= max_area <= 1, 0 < min_aspect <= max_aspect,
+ * crop_ratio in (0, 1], jitter in [0, 1], lighting >= 0, std != 0). */
+int bt_aug_check(const struct bt_aug_params *p);
+
+/* Draws the random choices for an image of width x height. In evaluation mode nothing
+ * random is drawn and the box is the centre crop. Draws happen in a fixed order (crop,
+ * flip, colour factors, colour order, lighting), whatever the options, so that turning one
+ * option off does not change the others' draws. */
+void bt_aug_draw(const struct bt_aug_params *p, uint32_t width, uint32_t height, struct bt_rng *g,
+		 struct bt_aug_draw *d);
+
+/* Per-thread reusable buffers, so steady-state transforms allocate nothing. */
+struct bt_aug_scratch;
+struct bt_aug_scratch *bt_aug_scratch_new(void);
+void bt_aug_scratch_free(struct bt_aug_scratch *s);
+
+/* Output channels for a record: 3 for JPEG/PNG, the stored count for raw. */
+int bt_aug_channels(const struct bt_record *rec);
+/* Bytes of one output image: size * size * channels * (1, 4 or 2). */
+size_t bt_aug_out_bytes(const struct bt_aug_params *p, int channels);
+
+/* Applies the transform to one record's image payload (JPEG, PNG or raw uint8; the record's
+ * shape gives width and height): decodes only the rows and columns the crop needs (JPEG
+ * region decoding, DCT-domain scaling when the crop is at least twice the output), then
+ * crop + resize + flip + conversion, then the colour operations and normalisation.
+ * out holds bt_aug_out_bytes(p, bt_aug_channels(rec)) bytes. A corrupt image is
+ * BT_ERR_IMAGE; other payload kinds are BT_ERR_UNSUPPORTED. */
+int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
+		 const struct bt_record *rec, void *out, struct bt_aug_scratch *s);
+
+/* IEEE half precision, round to nearest even. */
+uint16_t bt_f32_to_f16(float f);
+float bt_f16_to_f32(uint16_t h);
+
+#endif
