@@ -102,6 +102,7 @@ check:
 
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+	@echo "== tests/unit/test_record without PCLMULQDQ"; BT_NO_PCLMUL=1 ./tests/unit/test_record
 
 check-bats: all $(TEST_GEN)
 	bats tests/bats
