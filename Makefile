@@ -48,7 +48,8 @@ endif
 
 # ---- sources --------------------------------------------------------------------------
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
-	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c
+	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
+	lib/zoo.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 else
@@ -62,7 +63,8 @@ TOOL_BINS = $(TOOLS:%=bin/%)
 TOOL_COMMON = cmd/tool.o
 
 UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
-	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph
+	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph \
+	tests/unit/test_zoo
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata
 
 # ---- build ----------------------------------------------------------------------------

@@ -7,12 +7,16 @@
 
 #include "bt.h"
 #include "device.h"
+#include "graph.h"
 #include "record.h"
 #include "tool.h"
+#include "zoo.h"
 
 static const char usage_text[] =
 	"usage: bt-info [--json] FILE...\n"
 	"       bt-info --devices [--json]\n"
+	"       bt-info --model NAME [--classes K] [--input-size S] [--in-channels C]\n"
+	"               [--batch-size B] [--aux] [--json]\n"
 	"       bt-info -h | --help | -V | --version\n";
 
 static const char help_text[] =
@@ -20,14 +24,27 @@ static const char help_text[] =
 	"\n"
 	"      --json      one JSON object per file (or for the devices)\n"
 	"      --devices   list CUDA devices: name, memory, multiprocessors, compute capability\n"
+	"      --model NAME  the layer table, parameters, multiply-adds and activation memory\n"
+	"                  of a zoo model ('--model list' names them)\n"
+	"      --classes K, --input-size S, --in-channels C, --aux\n"
+	"                  model options (defaults: the model's)\n"
+	"      --batch-size B  batch for the activation memory (default 1)\n"
 	"  -h, --help      show this help\n"
 	"  -V, --version   show the version\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 usage error. See bt-info(1).\n";
 
+enum { OPT_MODEL = 256, OPT_CLASSES, OPT_INPUT_SIZE, OPT_IN_CHANNELS, OPT_BATCH, OPT_AUX };
+
 static const struct option longopts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"devices", no_argument, NULL, 'd'},
+	{"model", required_argument, NULL, OPT_MODEL},
+	{"classes", required_argument, NULL, OPT_CLASSES},
+	{"input-size", required_argument, NULL, OPT_INPUT_SIZE},
+	{"in-channels", required_argument, NULL, OPT_IN_CHANNELS},
+	{"batch-size", required_argument, NULL, OPT_BATCH},
+	{"aux", no_argument, NULL, OPT_AUX},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -270,15 +287,101 @@ static int devices(int json)
 	return rc;
 }
 
+static void shape_str(const struct bt_shape *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "%dx%dx%d", s->h, s->w, s->c);
+}
+
+static int model_info(const char *name, struct bt_model_opts *mo, int batch, int json)
+{
+	struct bt_graph g;
+	uint64_t params, macs, act;
+	int st;
+
+	if (strcmp(name, "list") == 0) {
+		for (const char *const *n = bt_model_names(); *n; n++)
+			printf("%s\n", *n);
+		return 0;
+	}
+	bt_model_defaults(name, mo);
+	bt_graph_init(&g);
+	if ((st = bt_model_build(&g, name, mo)) < 0) {
+		bt_graph_free(&g);
+		return tool_fail(st);
+	}
+	params = bt_graph_trainable(&g);
+	macs = bt_graph_macs(&g);
+	act = bt_graph_activation_bytes(&g, batch);
+	if (json) {
+		printf("{\"model\":");
+		json_str(name);
+		printf(",\"input\":[%d,%d,%d],\"classes\":%d,\"parameters\":%llu,\"macs\":%llu,"
+		       "\"batch\":%d,\"activation_bytes\":%llu,\"layers\":[",
+		       mo->input_size, mo->input_size, mo->in_channels, mo->classes,
+		       (unsigned long long)params, (unsigned long long)macs, batch, (unsigned long long)act);
+		for (int i = 0; i < g.nnodes; i++) {
+			const struct bt_node *n = &g.nodes[i];
+			printf("%s{\"name\":", i ? "," : "");
+			json_str(n->name);
+			printf(",\"op\":\"%s\",\"output\":[%d,%d,%d],\"params\":%llu,\"macs\":%llu}",
+			       bt_op_name(n->op), n->out.h, n->out.w, n->out.c,
+			       (unsigned long long)bt_graph_node_params(&g, i),
+			       (unsigned long long)bt_graph_node_macs(&g, i));
+		}
+		printf("]}\n");
+	} else {
+		char b[32];
+		printf("%-5s %-36s %-15s %-12s %12s %14s\n", "#", "name", "op", "output", "params", "MACs");
+		for (int i = 0; i < g.nnodes; i++) {
+			const struct bt_node *n = &g.nodes[i];
+			char sh[48];
+			shape_str(&n->out, sh, sizeof sh);
+			printf("%-5d %-36s %-15s %-12s %12llu %14llu\n", i, n->name, bt_op_name(n->op), sh,
+			       (unsigned long long)bt_graph_node_params(&g, i),
+			       (unsigned long long)bt_graph_node_macs(&g, i));
+		}
+		printf("model       %s\n", name);
+		printf("input       %dx%dx%d\n", mo->input_size, mo->input_size, mo->in_channels);
+		printf("classes     %d\n", mo->classes);
+		printf("layers      %d\n", g.nnodes);
+		printf("parameters  %llu\n", (unsigned long long)params);
+		printf("macs        %llu (%.2f G)\n", (unsigned long long)macs, (double)macs / 1e9);
+		printf("activations %llu bytes (%s) for a batch of %d, float32, every layer's output\n",
+		       (unsigned long long)act, tool_bytes(act, b, sizeof b), batch);
+	}
+	bt_graph_free(&g);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	int json = 0, devs = 0, c, rc = 0;
+	struct bt_model_opts mo = {0};
+	const char *model = NULL;
+	int json = 0, devs = 0, c, rc = 0, batch = 1;
 
 	tool_name = "bt-info";
 	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = 1; break;
 		case 'd': devs = 1; break;
+		case OPT_MODEL: model = optarg; break;
+		case OPT_CLASSES:
+			if (tool_parse_int("--classes", optarg, 2, 1000000, &mo.classes) < 0)
+				return 2;
+			break;
+		case OPT_INPUT_SIZE:
+			if (tool_parse_int("--input-size", optarg, 1, 8192, &mo.input_size) < 0)
+				return 2;
+			break;
+		case OPT_IN_CHANNELS:
+			if (tool_parse_int("--in-channels", optarg, 1, 64, &mo.in_channels) < 0)
+				return 2;
+			break;
+		case OPT_BATCH:
+			if (tool_parse_int("--batch-size", optarg, 1, 1 << 20, &batch) < 0)
+				return 2;
+			break;
+		case OPT_AUX: mo.aux = 1; break;
 		case 'h': fputs(usage_text, stdout); fputs("\n", stdout); fputs(help_text, stdout); return 0;
 		case 'V': printf("bt-info %s\n", BT_VERSION); return 0;
 		default: fputs(usage_text, stderr); return 2;
@@ -287,9 +390,14 @@ int main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	if (devs) {
-		if (argc)
-			return tool_usage_error("--devices takes no FILE");
+		if (argc || model)
+			return tool_usage_error("--devices takes no FILE and no --model");
 		return devices(json);
+	}
+	if (model) {
+		if (argc)
+			return tool_usage_error("--model takes no FILE");
+		return model_info(model, &mo, batch, json);
 	}
 	if (argc < 1)
 		return tool_usage_error("no FILE given");

@@ -93,3 +93,26 @@ unlabelled 1"
 	run bt-info --bogus
 	[ "$status" -eq 2 ]
 }
+
+@test "--model: layer table and counts of zoo models, JSON, unknown names" {
+	run bt-info --model resnet50_v1
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"parameters  25557032"* ]]
+	[[ "${lines[1]}" == "0     input "*"224x224x3"* ]]
+	run bt-info --model inceptionv3
+	[[ "$output" == *"parameters  23834568"* ]]
+	run bt-info --model inceptionv3 --aux
+	[[ "$output" == *"parameters  27161264"* ]]
+	run bt-info --model cifar_resnet20_v1 --in-channels 1 --input-size 28 --batch-size 4 --json
+	[ "$status" -eq 0 ]
+	/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["input"] == [28,28,1] and d["classes"] == 10 and d["parameters"] == 272186 and d["layers"][-1]["output"] == [1,1,10], d' "$output"
+	run bt-info --model list
+	[[ "${lines[*]}" == *"resnet152_v1d"*"mobilenet0.25"*"cifar_resnet110_v1"* ]]
+	run bt-info --model resnet51
+	[ "$status" -eq 1 ]
+	[[ "$output" == "bt-info: "*"resnet51"* ]]
+	run bt-info --model inceptionv3 --input-size 64
+	[ "$status" -eq 1 ]
+	run bt-info --model resnet50_v1 --classes 1
+	[ "$status" -eq 2 ]
+}

@@ -1,0 +1,79 @@
+/* cpu.h: the CPU backend's kernels, one function per op and direction, float32, NHWC.
+ *
+ * Convolution, batch norm, pooling and fully connected layers run through oneDNN (Debian's
+ * libdnnl, the library PyTorch's CPU path uses), with primitives created once per shape and
+ * cached in the context; elementwise ops and losses are plain C. Every kernel has a naive
+ * reference and a finite-difference gradient test in tests/unit/test_ops.c. Backward
+ * kernels ADD into parameter gradients (dw, db, dgamma, dbeta), which start at zero each
+ * step, and OVERWRITE input gradients (dx).
+ *
+ * Shapes: x (N,H,W,C); conv weights (Cout,KH,KW,Cin/groups); fc weights (Cout,Cin).
+ */
+#ifndef BT_CPU_H
+#define BT_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bt_cpu;
+
+/* threads: oneDNN and the plain C kernels use up to this many threads (0: all CPUs). */
+int bt_cpu_new(struct bt_cpu **cpu, int threads);
+void bt_cpu_free(struct bt_cpu *cpu);
+/* "oneDNN v2.6.3 (CPU ISA: AVX-512 ...)" or "plain C" when built without oneDNN. */
+const char *bt_cpu_describe(struct bt_cpu *cpu);
+/* How many primitives this context has created (cache misses); for tests. */
+int bt_cpu_cache_misses(struct bt_cpu *cpu);
+
+struct bt_conv_desc {
+	int n, h, w, c;             /* input */
+	int oh, ow, cout;           /* output */
+	int kh, kw, sh, sw, ph, pw, dh, dw, groups; /* dh, dw: dilation, 1 = none */
+	int bias;
+};
+int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x /* (N,H,W,C) */,
+		    const float *w /* (Cout,KH,KW,C/g) */, const float *b /* (Cout) or NULL */,
+		    float *y /* (N,OH,OW,Cout) */);
+int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *dy,
+			 const float *w, float *dx);
+int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x,
+			    const float *dy, float *dw, float *db /* NULL without bias */);
+
+struct bt_bn_desc {
+	int n, h, w, c;
+	float eps, momentum;        /* running = (1 - momentum) * running + momentum * batch */
+};
+/* Training: batch statistics; saves mean and inverse std (C each) for backward; updates the
+ * running statistics (variance unbiased, as PyTorch). */
+int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+			const float *gamma, const float *beta, float *running_mean, float *running_var,
+			float *save_mean, float *save_invstd, float *y);
+int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+			const float *gamma, const float *beta, const float *running_mean,
+			const float *running_var, float *y);
+int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
+		  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+		  float *dgamma, float *dbeta);
+
+struct bt_pool_desc {
+	int n, h, w, c, oh, ow;
+	int kh, kw, sh, sw, ph, pw;
+	int max;                    /* 1 max, 0 average */
+	int count_pad;              /* average: divide by the full window, padding included */
+};
+/* ws: workspace for max pooling's argmax, bt_cpu_pool_ws_bytes bytes (0 for average). */
+size_t bt_cpu_pool_ws_bytes(struct bt_cpu *cpu, const struct bt_pool_desc *d);
+int bt_cpu_pool_fwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const float *x, float *y,
+		    void *ws);
+int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const float *dy,
+		    const void *ws, float *dx);
+
+struct bt_fc_desc {
+	int n, cin, cout, bias;
+};
+int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x /* (N,Cin) */,
+		  const float *w /* (Cout,Cin) */, const float *b, float *y /* (N,Cout) */);
+int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x, const float *dy,
+		  const float *w, float *dx /* NULL: not needed */, float *dw, float *db);
+
+#endif

@@ -1,0 +1,564 @@
+/* run.c: forward, loss, backward and the optimizer step of a graph on the CPU backend.
+ *
+ * Each node has an output buffer and a gradient buffer of the same size. Backward walks
+ * the nodes in reverse; the first consumer to send a gradient to a node writes its buffer,
+ * later consumers (the two sides of a residual addition) write into a scratch buffer that
+ * is then added, so kernels can always overwrite. Convolution, batch norm, pooling and fully
+ * connected layers go to the kernels of cpu.h; the rest is plain C here, parallelised with
+ * OpenMP where it touches whole activations.
+ */
+#define _GNU_SOURCE
+#include "run.h"
+#include "bt.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct nodebuf {
+	float *y;               /* (N,H,W,C) */
+	float *dy;              /* (N,H,W,C) */
+	int dy_set;             /* dy holds a gradient in this backward pass */
+	float *save_mean;       /* batch norm: (C) */
+	float *save_invstd;     /* batch norm: (C) */
+	void *ws;               /* max pooling workspace */
+	float *mask;            /* dropout: (N,H,W,C) scale of each element, 0 or 1/(1-p) */
+};
+
+struct bt_run {
+	const struct bt_graph *g;
+	struct bt_cpu *cpu;
+	int batch, n;
+	int train;              /* the last forward pass was in training mode */
+	float *params, *grads, *mom;
+	struct nodebuf *nb;
+	float *scratch;         /* (largest activation) */
+	int have_loss;
+	size_t act_bytes;
+};
+
+static size_t node_elems(const struct bt_graph *g, int i, int n)
+{
+	const struct bt_shape *s = &g->nodes[i].out;
+	return (size_t)n * s->h * s->w * s->c;
+}
+
+static void *xalloc(struct bt_run *r, size_t bytes)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+		return NULL;
+	r->act_bytes += bytes;
+	return p;
+}
+
+void bt_run_free(struct bt_run *r)
+{
+	if (!r)
+		return;
+	for (int i = 0; r->nb && i < r->g->nnodes; i++) {
+		free(r->nb[i].y);
+		free(r->nb[i].dy);
+		free(r->nb[i].save_mean);
+		free(r->nb[i].save_invstd);
+		free(r->nb[i].ws);
+		free(r->nb[i].mask);
+	}
+	free(r->nb);
+	free(r->scratch);
+	free(r->params);
+	free(r->grads);
+	free(r->mom);
+	free(r);
+}
+
+static void conv_desc(const struct bt_graph *g, const struct bt_node *nd, int n, struct bt_conv_desc *d)
+{
+	struct bt_shape in = g->nodes[nd->in[0]].out;
+	*d = (struct bt_conv_desc){
+		.n = n, .h = in.h, .w = in.w, .c = in.c, .oh = nd->out.h, .ow = nd->out.w,
+		.cout = nd->out.c, .kh = nd->a.conv.kh, .kw = nd->a.conv.kw, .sh = nd->a.conv.sh,
+		.sw = nd->a.conv.sw, .ph = nd->a.conv.ph, .pw = nd->a.conv.pw, .dh = nd->a.conv.dh,
+		.dw = nd->a.conv.dw, .groups = nd->a.conv.groups, .bias = nd->a.conv.bias,
+	};
+}
+
+static void pool_desc(const struct bt_graph *g, const struct bt_node *nd, int n, struct bt_pool_desc *d)
+{
+	struct bt_shape in = g->nodes[nd->in[0]].out;
+	*d = (struct bt_pool_desc){
+		.n = n, .h = in.h, .w = in.w, .c = in.c, .oh = nd->out.h, .ow = nd->out.w,
+		.kh = nd->a.pool.kh, .kw = nd->a.pool.kw, .sh = nd->a.pool.sh, .sw = nd->a.pool.sw,
+		.ph = nd->a.pool.ph, .pw = nd->a.pool.pw, .max = nd->op == BT_OP_MAXPOOL,
+		.count_pad = nd->a.pool.count_pad,
+	};
+}
+
+static void bn_desc(const struct bt_node *nd, int n, struct bt_bn_desc *d)
+{
+	*d = (struct bt_bn_desc){.n = n, .h = nd->out.h, .w = nd->out.w, .c = nd->out.c,
+				 .eps = nd->a.bn.eps, .momentum = nd->a.bn.momentum};
+}
+
+int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu, int batch)
+{
+	struct bt_run *r;
+	size_t maxel = 0;
+	int st = BT_OK;
+
+	*out = NULL;
+	if (g->status != BT_OK || g->output < 0 || g->input < 0 || batch < 1)
+		return bt_error(BT_ERR_INVALID, "run: the graph is incomplete or the batch size is %d", batch);
+	if (!(r = calloc(1, sizeof *r)))
+		return bt_error(BT_ERR_NOMEM, "out of memory");
+	r->g = g;
+	r->cpu = cpu;
+	r->batch = batch;
+	r->params = xalloc(r, g->nfloats * sizeof(float));
+	r->grads = xalloc(r, g->nfloats * sizeof(float));
+	r->mom = xalloc(r, g->nfloats * sizeof(float));
+	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
+	r->act_bytes = 0; /* count activations only */
+	if (!r->params || !r->grads || !r->mom || !r->nb)
+		goto nomem;
+	memset(r->params, 0, g->nfloats * sizeof(float));
+	memset(r->grads, 0, g->nfloats * sizeof(float));
+	memset(r->mom, 0, g->nfloats * sizeof(float));
+	for (int i = 0; i < g->nnodes; i++) {
+		const struct bt_node *nd = &g->nodes[i];
+		size_t el = node_elems(g, i, batch);
+		struct nodebuf *b = &r->nb[i];
+		if (el > maxel)
+			maxel = el;
+		if (!(b->y = xalloc(r, el * sizeof(float))) || !(b->dy = xalloc(r, el * sizeof(float))))
+			goto nomem;
+		if (nd->op == BT_OP_BATCHNORM &&
+		    (!(b->save_mean = xalloc(r, (size_t)nd->out.c * sizeof(float))) ||
+		     !(b->save_invstd = xalloc(r, (size_t)nd->out.c * sizeof(float)))))
+			goto nomem;
+		if (nd->op == BT_OP_MAXPOOL) {
+			struct bt_pool_desc d;
+			pool_desc(g, nd, batch, &d);
+			if (!(b->ws = xalloc(r, bt_cpu_pool_ws_bytes(cpu, &d))))
+				goto nomem;
+		}
+		if (nd->op == BT_OP_DROPOUT && !(b->mask = xalloc(r, el * sizeof(float))))
+			goto nomem;
+	}
+	if (!(r->scratch = xalloc(r, maxel * sizeof(float))))
+		goto nomem;
+	*out = r;
+	return st;
+nomem:
+	st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d (%zu bytes so far)", batch, r->act_bytes);
+	bt_run_free(r);
+	return st;
+}
+
+float *bt_run_params(struct bt_run *r) { return r->params; }
+float *bt_run_grads(struct bt_run *r) { return r->grads; }
+float *bt_run_momentum(struct bt_run *r) { return r->mom; }
+size_t bt_run_activation_bytes(const struct bt_run *r) { return r->act_bytes; }
+const float *bt_run_logits(const struct bt_run *r) { return r->nb[r->g->output].y; }
+
+void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
+{
+	const struct bt_graph *g = r->g;
+	for (int i = 0; i < g->nparams; i++) {
+		const struct bt_param *p = &g->params[i];
+		float *w = r->params + p->offset, v = 0;
+		struct bt_rng rng;
+		switch (p->kind) {
+		case BT_PARAM_WEIGHT: {
+			/* conv (Cout,KH,KW,Cin/g): fan_in = KH*KW*Cin/g, fan_out = Cout*KH*KW;
+			 * fc (Cout,Cin): fan_in = Cin, fan_out = Cout. */
+			double fan_in, fan_out, a;
+			if (p->ndim == 4) {
+				fan_in = (double)p->shape[1] * p->shape[2] * p->shape[3];
+				fan_out = (double)p->shape[0] * p->shape[1] * p->shape[2];
+			} else {
+				fan_in = (double)p->shape[1];
+				fan_out = (double)p->shape[0];
+			}
+			a = sqrt(6.0 / (fan_in + fan_out));
+			bt_rng_seed(&rng, bt_mix64(seed) ^ bt_mix64((uint64_t)i + 1));
+			for (size_t k = 0; k < p->count; k++)
+				w[k] = (float)((2 * bt_rng_uniform(&rng) - 1) * a);
+			continue;
+		}
+		case BT_PARAM_GAMMA:
+			v = zero_gamma && g->nodes[p->node].last_bn ? 0.0f : 1.0f;
+			break;
+		case BT_PARAM_RUNNING_VAR:
+			v = 1.0f;
+			break;
+		default:
+			v = 0.0f;
+			break;
+		}
+		for (size_t k = 0; k < p->count; k++)
+			w[k] = v;
+	}
+	memset(r->mom, 0, r->g->nfloats * sizeof(float));
+}
+
+static float *param(struct bt_run *r, const struct bt_node *nd, int k)
+{
+	return nd->param[k] >= 0 ? r->params + r->g->params[nd->param[k]].offset : NULL;
+}
+
+static float *grad(struct bt_run *r, const struct bt_node *nd, int k)
+{
+	return nd->param[k] >= 0 ? r->grads + r->g->params[nd->param[k]].offset : NULL;
+}
+
+int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed)
+{
+	const struct bt_graph *g = r->g;
+	int st = BT_OK;
+
+	if (n < 1 || n > r->batch)
+		return bt_error(BT_ERR_INVALID, "run: %d images in a run for batches of %d", n, r->batch);
+	r->n = n;
+	r->train = train;
+	r->have_loss = 0;
+	for (int i = 0; i < g->nnodes && st == BT_OK; i++) {
+		const struct bt_node *nd = &g->nodes[i];
+		struct nodebuf *b = &r->nb[i];
+		const float *in = nd->nin ? r->nb[nd->in[0]].y : NULL;
+		size_t el = node_elems(g, i, n);
+		switch (nd->op) {
+		case BT_OP_INPUT:
+			memcpy(b->y, x, el * sizeof(float));
+			break;
+		case BT_OP_CONV2D: {
+			struct bt_conv_desc d;
+			conv_desc(g, nd, n, &d);
+			st = bt_cpu_conv_fwd(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+			break;
+		}
+		case BT_OP_BATCHNORM: {
+			struct bt_bn_desc d;
+			bn_desc(nd, n, &d);
+			if (train)
+				st = bt_cpu_bn_fwd_train(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1),
+							 param(r, nd, 2), param(r, nd, 3), b->save_mean,
+							 b->save_invstd, b->y);
+			else
+				st = bt_cpu_bn_fwd_infer(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1),
+							 param(r, nd, 2), param(r, nd, 3), b->y);
+			break;
+		}
+		case BT_OP_RELU: {
+			float *y = b->y;
+#pragma omp parallel for schedule(static)
+			for (size_t k = 0; k < el; k++)
+				y[k] = in[k] > 0 ? in[k] : 0;
+			break;
+		}
+		case BT_OP_MAXPOOL:
+		case BT_OP_AVGPOOL: {
+			struct bt_pool_desc d;
+			pool_desc(g, nd, n, &d);
+			st = bt_cpu_pool_fwd(r->cpu, &d, in, b->y, b->ws);
+			break;
+		}
+		case BT_OP_GLOBAL_AVGPOOL: {
+			struct bt_shape s = g->nodes[nd->in[0]].out;
+			size_t hw = (size_t)s.h * s.w;
+			float *y = b->y;
+#pragma omp parallel for schedule(static)
+			for (int m = 0; m < n; m++) {
+				const float *xm = in + (size_t)m * hw * s.c;
+				float *ym = y + (size_t)m * s.c;
+				for (int c = 0; c < s.c; c++)
+					ym[c] = 0;
+				for (size_t p = 0; p < hw; p++)
+					for (int c = 0; c < s.c; c++)
+						ym[c] += xm[p * s.c + c];
+				for (int c = 0; c < s.c; c++)
+					ym[c] /= (float)hw;
+			}
+			break;
+		}
+		case BT_OP_FC: {
+			struct bt_fc_desc d = {.n = n, .cin = g->nodes[nd->in[0]].out.c, .cout = nd->out.c,
+					       .bias = nd->a.fc.bias};
+			st = bt_cpu_fc_fwd(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+			break;
+		}
+		case BT_OP_ADD: {
+			const float *a = r->nb[nd->in[0]].y, *c = r->nb[nd->in[1]].y;
+			float *y = b->y;
+#pragma omp parallel for schedule(static)
+			for (size_t k = 0; k < el; k++)
+				y[k] = a[k] + c[k];
+			break;
+		}
+		case BT_OP_CONCAT: {
+			size_t pixels = (size_t)n * nd->out.h * nd->out.w;
+			int off = 0;
+			for (int j = 0; j < nd->nin; j++) {
+				int cj = g->nodes[nd->in[j]].out.c, co = nd->out.c;
+				const float *xj = r->nb[nd->in[j]].y;
+				float *y = b->y;
+#pragma omp parallel for schedule(static)
+				for (size_t p = 0; p < pixels; p++)
+					memcpy(y + p * co + off, xj + p * cj, (size_t)cj * sizeof(float));
+				off += cj;
+			}
+			break;
+		}
+		case BT_OP_DROPOUT: {
+			float p = nd->a.dropout.p, keep = 1.0f / (1.0f - p);
+			if (!train || p == 0) {
+				memcpy(b->y, in, el * sizeof(float));
+				for (size_t k = 0; k < el; k++)
+					b->mask[k] = 1.0f;
+				break;
+			}
+			struct bt_rng rng;
+			bt_rng_seed(&rng, bt_mix64(dropout_seed) ^ bt_mix64((uint64_t)i));
+			for (size_t k = 0; k < el; k++) {
+				b->mask[k] = bt_rng_uniform(&rng) < p ? 0.0f : keep;
+				b->y[k] = in[k] * b->mask[k];
+			}
+			break;
+		}
+		case BT_OP_FLATTEN:
+			memcpy(b->y, in, el * sizeof(float));
+			break;
+		default:
+			st = bt_error(BT_ERR_UNSUPPORTED, "run: op %s", bt_op_name(nd->op));
+		}
+		if (st < 0)
+			bt_error_prefix(st, "%s (%s)", nd->name, bt_op_name(nd->op));
+	}
+	return st;
+}
+
+int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, float eps,
+		float temperature, double *loss)
+{
+	const struct bt_graph *g = r->g;
+	int K = g->nodes[g->output].out.c, n = r->n;
+	const float *z = r->nb[g->output].y;
+	float *dz = r->nb[g->output].dy;
+	double total = 0;
+	float T = temperature > 0 ? temperature : 1.0f;
+
+	if (K < 2)
+		return bt_error(BT_ERR_INVALID, "loss: %d classes", K);
+	if (!soft && (eps < 0 || eps >= 1))
+		return bt_error(BT_ERR_INVALID, "loss: label smoothing %g", eps);
+	for (int m = 0; m < n; m++) {
+		const float *zm = z + (size_t)m * K;
+		float *dm = dz + (size_t)m * K;
+		double mx = zm[0] / T, sum = 0, lse;
+		if (!soft && (labels[m] < 0 || labels[m] >= K))
+			return bt_error(BT_ERR_INVALID, "loss: image %d has label %d, the model has %d classes",
+					m, labels[m], K);
+		for (int k = 1; k < K; k++)
+			if (zm[k] / T > mx)
+				mx = zm[k] / T;
+		for (int k = 0; k < K; k++)
+			sum += exp(zm[k] / T - mx);
+		lse = mx + log(sum);
+		for (int k = 0; k < K; k++) {
+			double logp = zm[k] / T - lse;
+			double q = soft ? soft[(size_t)m * K + k]
+					: (k == labels[m] ? 1.0 - eps : eps / (K - 1));
+			total -= q * logp;
+			dm[k] = (float)((exp(logp) - q) / ((double)n * T));
+		}
+	}
+	*loss = total / n;
+	r->have_loss = 1;
+	return BT_OK;
+}
+
+/* Where the gradient for input node `in` goes: its own buffer the first time in this pass,
+ * the scratch buffer (added afterwards by settle) when it already holds one. */
+static float *dx_target(struct bt_run *r, int in, int *pending)
+{
+	if (!r->nb[in].dy_set) {
+		r->nb[in].dy_set = 1;
+		*pending = 0;
+		return r->nb[in].dy;
+	}
+	*pending = 1;
+	return r->scratch;
+}
+
+static void settle(struct bt_run *r, int in, int pending)
+{
+	if (pending) {
+		size_t el = node_elems(r->g, in, r->n);
+		float *d = r->nb[in].dy;
+		const float *s = r->scratch;
+#pragma omp parallel for schedule(static)
+		for (size_t k = 0; k < el; k++)
+			d[k] += s[k];
+	}
+}
+
+int bt_run_backward(struct bt_run *r)
+{
+	const struct bt_graph *g = r->g;
+	int n = r->n, st = BT_OK;
+
+	if (!r->have_loss)
+		return bt_error(BT_ERR_INVALID, "run: backward without a loss");
+	if (!r->train)
+		return bt_error(BT_ERR_INVALID, "run: backward after an inference forward pass");
+	memset(r->grads, 0, g->nfloats * sizeof(float));
+	for (int i = 0; i < g->nnodes; i++)
+		r->nb[i].dy_set = 0;
+	r->nb[g->output].dy_set = 1;
+	for (int i = g->nnodes - 1; i >= 0 && st == BT_OK; i--) {
+		const struct bt_node *nd = &g->nodes[i];
+		struct nodebuf *b = &r->nb[i];
+		int in0 = nd->nin ? nd->in[0] : -1, pend = 0;
+		/* No gradient reaches the input, and none reaches a node nobody used. */
+		int need_dx = in0 >= 0 && g->nodes[in0].op != BT_OP_INPUT;
+		const float *x = in0 >= 0 ? r->nb[in0].y : NULL, *dy = b->dy;
+		size_t el = node_elems(g, i, n);
+		float *dx;
+
+		if (!b->dy_set || nd->op == BT_OP_INPUT)
+			continue;
+		switch (nd->op) {
+		case BT_OP_CONV2D: {
+			struct bt_conv_desc d;
+			conv_desc(g, nd, n, &d);
+			st = bt_cpu_conv_bwd_weights(r->cpu, &d, x, dy, grad(r, nd, 0), grad(r, nd, 1));
+			if (st == BT_OK && need_dx) {
+				dx = dx_target(r, in0, &pend);
+				st = bt_cpu_conv_bwd_data(r->cpu, &d, dy, param(r, nd, 0), dx);
+				settle(r, in0, pend);
+			}
+			break;
+		}
+		case BT_OP_BATCHNORM: {
+			struct bt_bn_desc d;
+			bn_desc(nd, n, &d);
+			dx = dx_target(r, in0, &pend);
+			st = bt_cpu_bn_bwd(r->cpu, &d, x, dy, param(r, nd, 0), b->save_mean, b->save_invstd,
+					   dx, grad(r, nd, 0), grad(r, nd, 1));
+			settle(r, in0, pend);
+			break;
+		}
+		case BT_OP_RELU: {
+			const float *y = b->y;
+			if (!need_dx)
+				break;
+			dx = dx_target(r, in0, &pend);
+#pragma omp parallel for schedule(static)
+			for (size_t k = 0; k < el; k++)
+				dx[k] = y[k] > 0 ? dy[k] : 0;
+			settle(r, in0, pend);
+			break;
+		}
+		case BT_OP_MAXPOOL:
+		case BT_OP_AVGPOOL: {
+			struct bt_pool_desc d;
+			if (!need_dx)
+				break;
+			pool_desc(g, nd, n, &d);
+			dx = dx_target(r, in0, &pend);
+			st = bt_cpu_pool_bwd(r->cpu, &d, dy, b->ws, dx);
+			settle(r, in0, pend);
+			break;
+		}
+		case BT_OP_GLOBAL_AVGPOOL: {
+			struct bt_shape s = g->nodes[in0].out;
+			size_t hw = (size_t)s.h * s.w;
+			if (!need_dx)
+				break;
+			dx = dx_target(r, in0, &pend);
+#pragma omp parallel for schedule(static)
+			for (int m = 0; m < n; m++)
+				for (size_t p = 0; p < hw; p++)
+					for (int c = 0; c < s.c; c++)
+						dx[((size_t)m * hw + p) * s.c + c] = dy[(size_t)m * s.c + c] / (float)hw;
+			settle(r, in0, pend);
+			break;
+		}
+		case BT_OP_FC: {
+			struct bt_fc_desc d = {.n = n, .cin = g->nodes[in0].out.c, .cout = nd->out.c,
+					       .bias = nd->a.fc.bias};
+			dx = need_dx ? dx_target(r, in0, &pend) : NULL;
+			st = bt_cpu_fc_bwd(r->cpu, &d, x, dy, param(r, nd, 0), dx, grad(r, nd, 0), grad(r, nd, 1));
+			if (need_dx)
+				settle(r, in0, pend);
+			break;
+		}
+		case BT_OP_ADD:
+			for (int j = 0; j < 2; j++) {
+				int in = nd->in[j];
+				if (g->nodes[in].op == BT_OP_INPUT)
+					continue;
+				dx = dx_target(r, in, &pend);
+				memcpy(dx, dy, el * sizeof(float));
+				settle(r, in, pend);
+			}
+			break;
+		case BT_OP_CONCAT: {
+			size_t pixels = (size_t)n * nd->out.h * nd->out.w;
+			int off = 0;
+			for (int j = 0; j < nd->nin; j++) {
+				int in = nd->in[j], cj = g->nodes[in].out.c, co = nd->out.c;
+				if (g->nodes[in].op != BT_OP_INPUT) {
+					dx = dx_target(r, in, &pend);
+#pragma omp parallel for schedule(static)
+					for (size_t p = 0; p < pixels; p++)
+						memcpy(dx + p * cj, dy + p * co + off, (size_t)cj * sizeof(float));
+					settle(r, in, pend);
+				}
+				off += cj;
+			}
+			break;
+		}
+		case BT_OP_DROPOUT:
+			if (!need_dx)
+				break;
+			dx = dx_target(r, in0, &pend);
+			for (size_t k = 0; k < el; k++)
+				dx[k] = dy[k] * b->mask[k];
+			settle(r, in0, pend);
+			break;
+		case BT_OP_FLATTEN:
+			if (!need_dx)
+				break;
+			dx = dx_target(r, in0, &pend);
+			memcpy(dx, dy, el * sizeof(float));
+			settle(r, in0, pend);
+			break;
+		default:
+			st = bt_error(BT_ERR_UNSUPPORTED, "run: backward of %s", bt_op_name(nd->op));
+		}
+		if (st < 0)
+			bt_error_prefix(st, "%s (%s, backward)", nd->name, bt_op_name(nd->op));
+	}
+	return st;
+}
+
+void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
+{
+	const struct bt_graph *g = r->g;
+	for (int i = 0; i < g->nparams; i++) {
+		const struct bt_param *p = &g->params[i];
+		float *w = r->params + p->offset, *dw = r->grads + p->offset, *v = r->mom + p->offset;
+		float decay = wd;
+		if (!p->trainable)
+			continue;
+		if (no_bias_decay && p->kind != BT_PARAM_WEIGHT)
+			decay = 0;
+		for (size_t k = 0; k < p->count; k++) {
+			float gk = dw[k] + decay * w[k];
+			v[k] = momentum * v[k] + gk;
+			w[k] -= lr * (gk + momentum * v[k]);
+		}
+	}
+}

@@ -1,0 +1,62 @@
+/* run.h: running a graph on the CPU backend: forward, loss, backward, optimizer step.
+ *
+ * A run owns the parameter arena and its gradient and momentum arenas (the same layout,
+ * see graph.h), one activation buffer per node, and what backward needs (batch-norm
+ * statistics, max-pooling workspaces, dropout masks). Gradients of a node with several
+ * consumers (a residual input) are summed. The CUDA backend will implement the same run
+ * interface over the same graph.
+ */
+#ifndef BT_RUN_H
+#define BT_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu.h"
+#include "graph.h"
+
+struct bt_run;
+
+/* A run of graph g (which must outlive it) for batches of up to `batch` images. */
+int bt_run_new(struct bt_run **r, const struct bt_graph *g, struct bt_cpu *cpu, int batch);
+void bt_run_free(struct bt_run *r);
+
+float *bt_run_params(struct bt_run *r);     /* (g->nfloats) */
+float *bt_run_grads(struct bt_run *r);      /* (g->nfloats) */
+float *bt_run_momentum(struct bt_run *r);   /* (g->nfloats) */
+
+/* Initialisation (He et al. 2019): Xavier uniform, +-sqrt(6/(fan_in+fan_out)), for
+ * convolution and fully connected weights; zero biases; batch norm gamma 1, beta 0,
+ * running mean 0, variance 1; with zero_gamma, gamma 0 for every batch norm marked as the
+ * last of a residual branch. Deterministic in seed. */
+void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
+
+/* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout. */
+int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed);
+/* The logits of the last forward pass: (n, classes). */
+const float *bt_run_logits(const struct bt_run *r);
+
+/* Softmax cross-entropy of the logits against labels, with label smoothing eps (the
+ * paper's definition: 1 - eps on the true class, eps / (K - 1) elsewhere), or against soft
+ * targets (n, K) when soft is not NULL (mixup, distillation), the logits divided by the
+ * temperature T first. Returns the mean loss in *loss and sets the logits' gradient
+ * (dlogits = (p - q) / (n T)) for backward. */
+int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, float eps,
+		float temperature, double *loss);
+
+/* Backward pass from the loss: zeroes the gradient arena, then accumulates every
+ * parameter's gradient. */
+int bt_run_backward(struct bt_run *r);
+
+/* SGD with Nesterov momentum and weight decay, in the form PyTorch and MXNet use:
+ *   g = dw + wd * w   (wd = 0 for parameters excluded by no_bias_decay)
+ *   v = momentum * v + g
+ *   w = w - lr * (g + momentum * v)
+ * no_bias_decay excludes biases and batch-norm gamma and beta. Running statistics are not
+ * touched. */
+void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay);
+
+/* Bytes held for activations, gradients and saved state (not parameters). */
+size_t bt_run_activation_bytes(const struct bt_run *r);
+
+#endif

@@ -1,0 +1,256 @@
+/* test_run.c: the executor over the CPU kernels: every parameter gradient of a small graph
+ * with a residual addition, a concatenation, pooling, dropout off and batch norm, against
+ * finite differences of the loss; label smoothing and soft targets against their formulas;
+ * the initialisation rules; the SGD update formula; and a tiny model driving the loss on a
+ * tiny batch close to 0. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bt.h"
+#include "cpu.h"
+#include "graph.h"
+#include "rng.h"
+#include "run.h"
+#include "test.h"
+
+static struct bt_cpu *cpu;
+
+/* input 6x6x3 -> conv 4 -> bn -> relu -> {conv 4 (3x3), conv 2 (1x1)} -> concat(6) ...
+ * plus a residual: relu + conv(3x3, 4) -> add -> maxpool -> gap -> fc(5). */
+static int small_net(struct bt_graph *g, int classes)
+{
+	int x, a, b, c, d, cat, add, xs[2];
+	bt_graph_init(g);
+	x = bt_input(g, 6, 6, 3);
+	a = bt_relu(g, bt_batchnorm(g, bt_conv(g, x, "c0", 4, 3, 1, 1), "bn0", 0, 0));
+	b = bt_conv(g, a, "c1", 4, 3, 1, 1);
+	c = bt_conv(g, a, "c2", 2, 1, 1, 0);
+	xs[0] = b;
+	xs[1] = c;
+	cat = bt_concat(g, xs, 2);
+	d = bt_conv(g, cat, "c3", 4, 1, 1, 0);
+	add = bt_relu(g, bt_add(g, d, a));
+	add = bt_avgpool(g, bt_maxpool(g, add, 2, 2, 0, 0), 3, 3, 1, 1, 1, 1, 0, 0);
+	g->output = bt_fc(g, bt_flatten(g, bt_global_avgpool(g, add)), "fc", classes, 1);
+	return g->status;
+}
+
+static void fill(float *p, size_t n, uint64_t seed, float scale)
+{
+	struct bt_rng r;
+	bt_rng_seed(&r, seed);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (float)((bt_rng_uniform(&r) * 2 - 1) * scale);
+}
+
+static double loss_at(struct bt_run *r, const float *x, int n, const int32_t *labels, float eps)
+{
+	double l = 0;
+	if (bt_run_forward(r, x, n, 1, 0) < 0 || bt_run_loss(r, labels, NULL, eps, 1, &l) < 0)
+		return NAN;
+	return l;
+}
+
+TEST(gradients_match_finite_differences)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[4 * 6 * 6 * 3];
+	int32_t labels[4] = {0, 3, 4, 1};
+	double l0;
+	int checked = 0, bad = 0;
+	CHECK_EQ(small_net(&g, 5), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 4), BT_OK);
+	bt_run_init_params(r, 1, 0);
+	fill(x, sizeof x / sizeof *x, 2, 1.0f);
+	l0 = loss_at(r, x, 4, labels, 0.1f);
+	CHECK(isfinite(l0));
+	CHECK_EQ(bt_run_backward(r), BT_OK);
+	{
+		float *w = bt_run_params(r), *dw = bt_run_grads(r);
+		float *gsave = malloc(g.nfloats * sizeof(float));
+		memcpy(gsave, dw, g.nfloats * sizeof(float));
+		for (int pi = 0; pi < g.nparams; pi++) {
+			const struct bt_param *p = &g.params[pi];
+			if (!p->trainable)
+				continue;
+			/* a few elements of every trainable tensor */
+			for (size_t k = 0; k < p->count; k += p->count / 3 + 1) {
+				size_t at = p->offset + k;
+				float keep = w[at], h = 1e-2f;
+				double lp, lm, fd, an;
+				w[at] = keep + h;
+				lp = loss_at(r, x, 4, labels, 0.1f);
+				w[at] = keep - h;
+				lm = loss_at(r, x, 4, labels, 0.1f);
+				w[at] = keep;
+				fd = (lp - lm) / (2 * h);
+				an = gsave[at];
+				checked++;
+				if (fabs(fd - an) > 2e-3 + 3e-2 * fabs(fd)) {
+					bad++;
+					fprintf(stderr, "  %s[%zu]: finite difference %.6f, backward %.6f\n", p->name, k, fd, an);
+				}
+			}
+		}
+		free(gsave);
+	}
+	CHECK(checked > 30);
+	CHECK_EQ(bad, 0);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
+TEST(label_smoothing_and_soft_targets)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[2 * 4];
+	int32_t labels[2] = {2, 0};
+	float soft[2 * 4] = {0.25f, 0.25f, 0.25f, 0.25f, 0, 0.5f, 0.5f, 0};
+	double l;
+	int xin;
+	bt_graph_init(&g);
+	xin = bt_input(&g, 1, 1, 4);
+	g.output = bt_flatten(&g, xin);
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 2), BT_OK);
+	/* logits are the inputs themselves */
+	for (int i = 0; i < 8; i++)
+		x[i] = (float)(i % 4) * 0.5f - (i / 4);
+	CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+	CHECK_EQ(bt_run_loss(r, labels, NULL, 0.3f, 1, &l), BT_OK);
+	{
+		/* the paper: 1 - eps on the true class, eps / (K - 1) elsewhere */
+		double want = 0;
+		for (int m = 0; m < 2; m++) {
+			double lse = 0;
+			for (int k = 0; k < 4; k++)
+				lse += exp(x[m * 4 + k]);
+			lse = log(lse);
+			for (int k = 0; k < 4; k++)
+				want -= (k == labels[m] ? 0.7 : 0.1) * (x[m * 4 + k] - lse);
+		}
+		CHECK(fabs(l - want / 2) < 1e-6);
+	}
+	CHECK_EQ(bt_run_loss(r, NULL, soft, 0, 2.0f, &l), BT_OK);
+	{
+		double want = 0;
+		for (int m = 0; m < 2; m++) {
+			double lse = 0;
+			for (int k = 0; k < 4; k++)
+				lse += exp(x[m * 4 + k] / 2);
+			lse = log(lse);
+			for (int k = 0; k < 4; k++)
+				want -= soft[m * 4 + k] * (x[m * 4 + k] / 2 - lse);
+		}
+		CHECK(fabs(l - want / 2) < 1e-6);
+	}
+	labels[1] = 7;
+	CHECK_EQ(bt_run_loss(r, labels, NULL, 0, 1, &l), BT_ERR_INVALID);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
+TEST(init_rules)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	int x, c, bn, f;
+	bt_graph_init(&g);
+	x = bt_input(&g, 8, 8, 3);
+	c = bt_conv(&g, x, "c", 16, 3, 1, 1);
+	bn = bt_batchnorm(&g, c, "bn", 0, 0);
+	bt_mark_last_bn(&g, bn);
+	f = bt_fc(&g, bt_flatten(&g, bt_global_avgpool(&g, bn)), "fc", 10, 1);
+	g.output = f;
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 1), BT_OK);
+	bt_run_init_params(r, 5, 1);
+	{
+		const float *w = bt_run_params(r);
+		const struct bt_param *pw = &g.params[g.nodes[c].param[0]];
+		double a = sqrt(6.0 / (27 + 16 * 9)), mx = 0;
+		for (size_t k = 0; k < pw->count; k++)
+			mx = fmax(mx, fabs(w[pw->offset + k]));
+		CHECK(mx <= a && mx > 0.8 * a);
+		CHECK(w[g.params[g.nodes[bn].param[0]].offset] == 0.0f); /* zero gamma */
+		CHECK(w[g.params[g.nodes[bn].param[3]].offset] == 1.0f); /* running var */
+		CHECK(w[g.params[g.nodes[f].param[1]].offset] == 0.0f);  /* bias */
+	}
+	bt_run_init_params(r, 5, 0);
+	CHECK(bt_run_params(r)[g.params[g.nodes[bn].param[0]].offset] == 1.0f);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
+TEST(sgd_formula)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	int x, f;
+	bt_graph_init(&g);
+	x = bt_input(&g, 1, 1, 2);
+	f = bt_fc(&g, x, "fc", 2, 1);
+	g.output = f;
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 1), BT_OK);
+	{
+		float *w = bt_run_params(r), *dw = bt_run_grads(r), *v = bt_run_momentum(r);
+		size_t wo = g.params[g.nodes[f].param[0]].offset, bo = g.params[g.nodes[f].param[1]].offset;
+		w[wo] = 1.0f;
+		dw[wo] = 0.5f;
+		v[wo] = 0.2f;
+		w[bo] = 1.0f;
+		dw[bo] = 0.5f;
+		v[bo] = 0.2f;
+		bt_run_sgd(r, 0.1f, 0.9f, 0.01f, 1);
+		/* weight: g = 0.5 + 0.01; v = 0.18 + 0.51 = 0.69; w = 1 - 0.1 (0.51 + 0.621) */
+		CHECK(fabs(v[wo] - 0.69f) < 1e-6);
+		CHECK(fabs(w[wo] - (1 - 0.1f * (0.51f + 0.9f * 0.69f))) < 1e-6);
+		/* bias, no decay: g = 0.5; v = 0.68; w = 1 - 0.1 (0.5 + 0.612) */
+		CHECK(fabs(w[bo] - (1 - 0.1f * (0.5f + 0.9f * 0.68f))) < 1e-6);
+	}
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
+TEST(tiny_model_fits_a_tiny_batch)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[8 * 6 * 6 * 3];
+	int32_t labels[8] = {0, 1, 2, 3, 4, 0, 1, 2};
+	double first = 0, l = 0;
+	CHECK_EQ(small_net(&g, 5), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 8), BT_OK);
+	bt_run_init_params(r, 3, 0);
+	fill(x, sizeof x / sizeof *x, 4, 1.0f);
+	for (int step = 0; step < 300; step++) {
+		CHECK_EQ(bt_run_forward(r, x, 8, 1, (uint64_t)step), BT_OK);
+		CHECK_EQ(bt_run_loss(r, labels, NULL, 0, 1, &l), BT_OK);
+		if (step == 0)
+			first = l;
+		CHECK_EQ(bt_run_backward(r), BT_OK);
+		bt_run_sgd(r, 0.1f, 0.9f, 0, 0);
+	}
+	fprintf(stderr, "  loss %.4f -> %.4f\n", first, l);
+	CHECK(first > 1.0);
+	CHECK(l < 0.05);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
+int main(void)
+{
+	if (bt_cpu_new(&cpu, 0) < 0) {
+		fprintf(stderr, "cpu backend: %s\n", bt_errmsg());
+		return 1;
+	}
+	RUN(gradients_match_finite_differences);
+	RUN(label_smoothing_and_soft_targets);
+	RUN(init_rules);
+	RUN(sgd_formula);
+	RUN(tiny_model_fits_a_tiny_batch);
+	bt_cpu_free(cpu);
+	return test_summary();
+}
