@@ -4,6 +4,9 @@
 # oneDNN and MPI, prints what it found, and builds what it can; `make CUDA=0` forces a
 # CPU-only build.
 #
+# oneDNN (Debian's libdnnl-dev) is required: the CPU backend's convolutions, batch norm,
+# pooling and inner products run through it; .ci/deps.sh installs it.
+#
 # Adding a source file to the library: LIB_SRCS (or CUDA_SRCS for .cu). A tool: TOOLS.
 # A unit test: UNIT_TESTS. See docs/DESIGN.md for the full checklists.
 
@@ -15,8 +18,8 @@ BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
 
 CC ?= cc
 CFLAGS ?= -O2 -g
-BT_CFLAGS = -std=gnu11 -Wall -Wextra -pthread -Ilib -Icmd
-LDLIBS = -ljpeg -lpng16 -lz -lm -pthread
+BT_CFLAGS = -std=gnu11 -Wall -Wextra -pthread -fopenmp -Ilib -Icmd
+LDLIBS = -ldnnl -ljpeg -lpng16 -lz -lm -fopenmp -pthread
 
 # ---- detection ------------------------------------------------------------------------
 CUDA ?= auto
@@ -49,7 +52,7 @@ endif
 # ---- sources --------------------------------------------------------------------------
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
-	lib/zoo.c
+	lib/zoo.c lib/cpu.c lib/run.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 else
@@ -58,13 +61,13 @@ endif
 LIB_OBJS = $(LIB_SRCS:.c=.o) $(CUDA_SRCS:.cu=.o)
 LIB_HDRS = $(wildcard lib/*.h)
 
-TOOLS = bt-prep bt-info bt-aug
+TOOLS = bt-prep bt-info bt-aug bt-train
 TOOL_BINS = $(TOOLS:%=bin/%)
 TOOL_COMMON = cmd/tool.o
 
 UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
 	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph \
-	tests/unit/test_zoo
+	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata
 
 # ---- build ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 # CUDA (nvcc, cuDNN, NCCL) is not a Debian package here: the build uses it when
 # /usr/local/cuda or nvcc on PATH is present.
 set -e
-pkgs="gcc make libc6-dev libjpeg62-turbo-dev zlib1g-dev libpng-dev bats python3 mandoc"
+pkgs="gcc make libc6-dev libjpeg62-turbo-dev zlib1g-dev libpng-dev libdnnl-dev bats python3 mandoc"
 if [ "${1:-}" = --bench ]; then
 	pkgs="$pkgs python3-pil lomiri-wallpapers-20.04 dataset-fashion-mnist python3-torch python3-torchvision"
 fi
