@@ -13,6 +13,7 @@
 #include "rng.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,42 @@ struct bt_run {
 	int have_loss;
 	size_t act_bytes;
 };
+
+/* Elementwise kernels over [0, n), called on each thread's share by par(); as plain
+ * functions their restrict pointers survive (OpenMP's outlining drops them) and the loops
+ * vectorise. */
+static void relu_fwd(float *restrict y, const float *restrict x, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = x[k] > 0.0f ? x[k] : 0.0f;
+}
+
+static void relu_bwd(float *restrict dx, const float *restrict dy, const float *restrict y, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		dx[k] = y[k] > 0.0f ? dy[k] : 0.0f;
+}
+
+static void add2(float *restrict y, const float *restrict a, const float *restrict b, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = a[k] + b[k];
+}
+
+static void acc(float *restrict y, const float *restrict a, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] += a[k];
+}
+
+/* This thread's share [*b, *e) of n elements, 16-aligned so that vectors stay whole. */
+static void share(size_t n, size_t *b, size_t *e)
+{
+	size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+	size_t per = ((n + T - 1) / T + 15) & ~(size_t)15;
+	*b = per * t < n ? per * t : n;
+	*e = per * (t + 1) < n ? per * (t + 1) : n;
+}
 
 static size_t node_elems(const struct bt_graph *g, int i, int n)
 {
@@ -251,13 +288,13 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 			break;
 		}
 		case BT_OP_RELU: {
-			float *restrict y = b->y;
-			const float *restrict xin = in;
-			/* restrict and simd: the compiler otherwise keeps this loop scalar and
-			 * branchy, and ReLU is a pass over every activation. */
-#pragma omp parallel for simd schedule(static)
-			for (size_t k = 0; k < el; k++)
-				y[k] = xin[k] > 0.0f ? xin[k] : 0.0f;
+			float *y = b->y;
+#pragma omp parallel
+			{
+				size_t lo, hi;
+				share(el, &lo, &hi);
+				relu_fwd(y + lo, in + lo, hi - lo);
+			}
 			break;
 		}
 		case BT_OP_MAXPOOL:
@@ -292,11 +329,14 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 			break;
 		}
 		case BT_OP_ADD: {
-			const float *restrict a = r->nb[nd->in[0]].y, *restrict c = r->nb[nd->in[1]].y;
-			float *restrict y = b->y;
-#pragma omp parallel for simd schedule(static)
-			for (size_t k = 0; k < el; k++)
-				y[k] = a[k] + c[k];
+			const float *a = r->nb[nd->in[0]].y, *c = r->nb[nd->in[1]].y;
+			float *y = b->y;
+#pragma omp parallel
+			{
+				size_t lo, hi;
+				share(el, &lo, &hi);
+				add2(y + lo, a + lo, c + lo, hi - lo);
+			}
 			break;
 		}
 		case BT_OP_CONCAT: {
@@ -398,11 +438,14 @@ static void settle(struct bt_run *r, int in, int pending)
 {
 	if (pending) {
 		size_t el = node_elems(r->g, in, r->n);
-		float *restrict d = r->nb[in].dy;
-		const float *restrict s = r->scratch;
-#pragma omp parallel for simd schedule(static)
-		for (size_t k = 0; k < el; k++)
-			d[k] += s[k];
+		float *d = r->nb[in].dy;
+		const float *s = r->scratch;
+#pragma omp parallel
+		{
+			size_t lo, hi;
+			share(el, &lo, &hi);
+			acc(d + lo, s + lo, hi - lo);
+		}
 	}
 }
 
@@ -453,14 +496,16 @@ int bt_run_backward(struct bt_run *r)
 			break;
 		}
 		case BT_OP_RELU: {
-			const float *restrict y = b->y, *restrict g = dy;
-			float *restrict d;
+			const float *y = b->y;
 			if (!need_dx)
 				break;
-			d = dx = dx_target(r, in0, &pend);
-#pragma omp parallel for simd schedule(static)
-			for (size_t k = 0; k < el; k++)
-				d[k] = g[k] * (float)(y[k] > 0.0f); /* both loads unconditional: vectorises */
+			dx = dx_target(r, in0, &pend);
+#pragma omp parallel
+			{
+				size_t lo, hi;
+				share(el, &lo, &hi);
+				relu_bwd(dx + lo, dy + lo, y + lo, hi - lo);
+			}
 			settle(r, in0, pend);
 			break;
 		}
