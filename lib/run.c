@@ -35,6 +35,8 @@ struct bt_run {
 	float *params, *grads, *mom;
 	struct nodebuf *nb;
 	float *scratch;         /* (largest activation) */
+	float **dypool;         /* the gradient buffers nodes share by lifetime */
+	int ndypool;
 	int have_loss;
 	size_t act_bytes;
 };
@@ -96,12 +98,14 @@ void bt_run_free(struct bt_run *r)
 		return;
 	for (int i = 0; r->nb && i < r->g->nnodes; i++) {
 		free(r->nb[i].y);
-		free(r->nb[i].dy);
 		free(r->nb[i].save_mean);
 		free(r->nb[i].save_invstd);
 		free(r->nb[i].ws);
 		free(r->nb[i].mask);
 	}
+	for (int i = 0; i < r->ndypool; i++)
+		free(r->dypool[i]);
+	free(r->dypool);
 	free(r->nb);
 	free(r->scratch);
 	free(r->params);
@@ -138,6 +142,70 @@ static void bn_desc(const struct bt_node *nd, int n, struct bt_bn_desc *d)
 				 .eps = nd->a.bn.eps, .momentum = nd->a.bn.momentum};
 }
 
+/* Gradient buffers by lifetime. In backward, node i's gradient is first written by its
+ * last consumer (the highest node index that reads it; the loss for the output) and last
+ * read by node i's own backward, so walking the nodes backwards, a buffer is taken when a
+ * gradient is first needed and given back once its node is done. Each buffer is reused by
+ * the smallest later gradient it fits (buffers are sized for the batch capacity), which
+ * halves the memory of training compared with one gradient buffer per node. */
+static int plan_gradients(struct bt_run *r)
+{
+	const struct bt_graph *g = r->g;
+	size_t *cap = NULL;
+	int *busy = NULL, *owner = NULL, nbuf = 0, st = BT_OK;
+
+	owner = malloc((size_t)g->nnodes * sizeof *owner);
+	cap = calloc((size_t)g->nnodes + 1, sizeof *cap);
+	busy = calloc((size_t)g->nnodes + 1, sizeof *busy);
+	r->dypool = calloc((size_t)g->nnodes + 1, sizeof *r->dypool);
+	if (!owner || !cap || !busy || !r->dypool) {
+		st = bt_error(BT_ERR_NOMEM, "out of memory planning gradients");
+		goto out;
+	}
+	for (int i = 0; i < g->nnodes; i++)
+		owner[i] = -1;
+	for (int j = g->nnodes - 1; j >= -1; j--) {
+		/* j = nnodes - 1 first takes the output's gradient (written by the loss). */
+		int want[BT_MAX_INPUTS + 1], nwant = 0;
+		if (j == g->nnodes - 1)
+			want[nwant++] = g->output;
+		if (j >= 0)
+			for (int k = 0; k < g->nodes[j].nin; k++)
+				want[nwant++] = g->nodes[j].in[k];
+		for (int k = 0; k < nwant; k++) {
+			int in = want[k], best = -1;
+			size_t need = node_elems(g, in, r->batch);
+			if (owner[in] >= 0 || g->nodes[in].op == BT_OP_INPUT)
+				continue;
+			for (int b = 0; b < nbuf; b++)
+				if (!busy[b] && cap[b] >= need && (best < 0 || cap[b] < cap[best]))
+					best = b;
+			if (best < 0) {
+				if (!(r->dypool[nbuf] = xalloc(r, need * sizeof(float)))) {
+					st = bt_error(BT_ERR_NOMEM, "out of memory for gradients of a batch of %d", r->batch);
+					goto out;
+				}
+				cap[nbuf] = need;
+				best = nbuf++;
+				r->ndypool = nbuf;
+			}
+			busy[best] = 1;
+			owner[in] = best;
+			r->nb[in].dy = r->dypool[best];
+		}
+		if (j >= 0 && owner[j] >= 0)
+			busy[owner[j]] = 0;
+	}
+	/* The input's gradient is never computed; give it the scratch so kernels that
+	 * write one anyway (a batch norm right on the input) have somewhere to. */
+	r->nb[g->input].dy = r->scratch;
+out:
+	free(owner);
+	free(cap);
+	free(busy);
+	return st;
+}
+
 int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu, int batch)
 {
 	struct bt_run *r;
@@ -168,7 +236,7 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 		struct nodebuf *b = &r->nb[i];
 		if (el > maxel)
 			maxel = el;
-		if (!(b->y = xalloc(r, el * sizeof(float))) || !(b->dy = xalloc(r, el * sizeof(float))))
+		if (!(b->y = xalloc(r, el * sizeof(float))))
 			goto nomem;
 		if (nd->op == BT_OP_BATCHNORM &&
 		    (!(b->save_mean = xalloc(r, (size_t)nd->out.c * sizeof(float))) ||
@@ -185,10 +253,13 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 	}
 	if (!(r->scratch = xalloc(r, maxel * sizeof(float))))
 		goto nomem;
+	if ((st = plan_gradients(r)) < 0)
+		goto fail;
 	*out = r;
 	return st;
 nomem:
 	st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d (%zu bytes so far)", batch, r->act_bytes);
+fail:
 	bt_run_free(r);
 	return st;
 }
