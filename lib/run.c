@@ -25,6 +25,7 @@ struct nodebuf {
 	float *save_invstd;     /* batch norm: (C) */
 	void *ws;               /* max pooling workspace */
 	float *mask;            /* dropout: (N,H,W,C) scale of each element, 0 or 1/(1-p) */
+	int y_alias;            /* y is the input's buffer (an in-place ReLU) */
 };
 
 struct bt_run {
@@ -48,6 +49,12 @@ static void relu_fwd(float *restrict y, const float *restrict x, size_t n)
 {
 	for (size_t k = 0; k < n; k++)
 		y[k] = x[k] > 0.0f ? x[k] : 0.0f;
+}
+
+static void relu_inplace(float *restrict y, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = y[k] > 0.0f ? y[k] : 0.0f;
 }
 
 static void relu_bwd(float *restrict dx, const float *restrict dy, const float *restrict y, size_t n)
@@ -97,7 +104,8 @@ void bt_run_free(struct bt_run *r)
 	if (!r)
 		return;
 	for (int i = 0; r->nb && i < r->g->nnodes; i++) {
-		free(r->nb[i].y);
+		if (!r->nb[i].y_alias)
+			free(r->nb[i].y);
 		free(r->nb[i].save_mean);
 		free(r->nb[i].save_invstd);
 		free(r->nb[i].ws);
@@ -210,6 +218,7 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 {
 	struct bt_run *r;
 	size_t maxel = 0;
+	int *nreaders = NULL;
 	int st = BT_OK;
 
 	*out = NULL;
@@ -230,14 +239,29 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 	memset(r->params, 0, g->nfloats * sizeof(float));
 	memset(r->grads, 0, g->nfloats * sizeof(float));
 	memset(r->mom, 0, g->nfloats * sizeof(float));
+	if (!(nreaders = calloc((size_t)g->nnodes, sizeof *nreaders)))
+		goto nomem;
+	for (int i = 0; i < g->nnodes; i++)
+		for (int k = 0; k < g->nodes[i].nin; k++)
+			nreaders[g->nodes[i].in[k]]++;
 	for (int i = 0; i < g->nnodes; i++) {
 		const struct bt_node *nd = &g->nodes[i];
 		size_t el = node_elems(g, i, batch);
 		struct nodebuf *b = &r->nb[i];
 		if (el > maxel)
 			maxel = el;
-		if (!(b->y = xalloc(r, el * sizeof(float))))
+		/* A ReLU may overwrite its input when it is that input's only reader and the
+		 * input's own backward needs its input, not its output (convolution, batch norm,
+		 * addition): ReLU's backward needs only ReLU's output. This saves a third of
+		 * a ResNet's activations. */
+		if (nd->op == BT_OP_RELU && nreaders[nd->in[0]] == 1 && nd->in[0] != g->output &&
+		    (g->nodes[nd->in[0]].op == BT_OP_CONV2D || g->nodes[nd->in[0]].op == BT_OP_BATCHNORM ||
+		     g->nodes[nd->in[0]].op == BT_OP_ADD)) {
+			b->y = r->nb[nd->in[0]].y;
+			b->y_alias = 1;
+		} else if (!(b->y = xalloc(r, el * sizeof(float)))) {
 			goto nomem;
+		}
 		if (nd->op == BT_OP_BATCHNORM &&
 		    (!(b->save_mean = xalloc(r, (size_t)nd->out.c * sizeof(float))) ||
 		     !(b->save_invstd = xalloc(r, (size_t)nd->out.c * sizeof(float)))))
@@ -255,11 +279,13 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 		goto nomem;
 	if ((st = plan_gradients(r)) < 0)
 		goto fail;
+	free(nreaders);
 	*out = r;
 	return st;
 nomem:
 	st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d (%zu bytes so far)", batch, r->act_bytes);
 fail:
+	free(nreaders);
 	bt_run_free(r);
 	return st;
 }
@@ -364,7 +390,10 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 			{
 				size_t lo, hi;
 				share(el, &lo, &hi);
-				relu_fwd(y + lo, in + lo, hi - lo);
+				if (b->y_alias)
+					relu_inplace(y + lo, hi - lo);
+				else
+					relu_fwd(y + lo, in + lo, hi - lo);
 			}
 			break;
 		}
