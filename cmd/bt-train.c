@@ -20,7 +20,7 @@
 static const char usage_text[] =
 	"usage: bt-train --benchmark --model NAME [--batch-size B] [--input-size S]\n"
 	"                [--in-channels C] [--classes K] [--steps N] [--warmup N] [-j T]\n"
-	"                [--no-inference]\n"
+	"                [--no-inference] [--profile]\n"
 	"       bt-train -h | --help | -V | --version\n";
 
 static const char help_text[] =
@@ -37,6 +37,7 @@ static const char help_text[] =
 	"      --warmup N        untimed steps first (default 3)\n"
 	"  -j, --threads T       threads (default: the number of CPUs)\n"
 	"      --no-inference    skip the inference timing\n"
+	"      --profile         print the time of each kind of layer (timed steps)\n"
 	"  -h, --help            show this help\n"
 	"  -V, --version         show the version\n"
 	"\n"
@@ -44,7 +45,7 @@ static const char help_text[] =
 	"Exit status: 0 success, 1 failure, 2 usage error. See bt-train(1).\n";
 
 enum { OPT_BENCH = 256, OPT_MODEL, OPT_BATCH, OPT_INPUT_SIZE, OPT_IN_CHANNELS, OPT_CLASSES,
-       OPT_STEPS, OPT_WARMUP, OPT_NO_INFER };
+       OPT_STEPS, OPT_WARMUP, OPT_NO_INFER, OPT_PROFILE };
 
 static const struct option longopts[] = {
 	{"benchmark", no_argument, NULL, OPT_BENCH},
@@ -57,6 +58,7 @@ static const struct option longopts[] = {
 	{"warmup", required_argument, NULL, OPT_WARMUP},
 	{"threads", required_argument, NULL, 'j'},
 	{"no-inference", no_argument, NULL, OPT_NO_INFER},
+	{"profile", no_argument, NULL, OPT_PROFILE},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -68,8 +70,20 @@ static long peak_rss_kb(void)
 	return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
 }
 
+static void print_profile(struct bt_run *r, int steps)
+{
+	double sec[BT_OP_COUNT][2];
+	uint64_t calls[BT_OP_COUNT][2];
+	bt_run_profile_get(r, sec, calls);
+	printf("%-16s %12s %12s   (ms per step)\n", "layer", "forward", "backward");
+	for (int op = 0; op < BT_OP_COUNT; op++)
+		if (calls[op][0] || calls[op][1])
+			printf("%-16s %12.2f %12.2f\n", bt_op_name(op), 1e3 * sec[op][0] / steps,
+			       1e3 * sec[op][1] / steps);
+}
+
 static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int steps, int warmup,
-		     int threads, int inference)
+		     int threads, int inference, int profile)
 {
 	struct bt_graph g;
 	struct bt_cpu *cpu = NULL;
@@ -108,14 +122,19 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		batch, mo->input_size, mo->input_size, mo->in_channels, mo->classes, threads,
 		bt_cpu_describe(cpu));
 	for (int s = 0; s < warmup + steps; s++) {
-		if (s == warmup)
+		if (s == warmup) {
 			t0 = tool_now();
+			bt_run_profile(r, profile);
+		}
 		if ((st = bt_run_forward(r, x, batch, 1, (uint64_t)s)) < 0 ||
 		    (st = bt_run_loss(r, labels, NULL, 0.1f, 1, &loss)) < 0 || (st = bt_run_backward(r)) < 0)
 			goto fail;
 		bt_run_sgd(r, 0.01f, 0.9f, 1e-4f, 1);
 	}
 	train_s = tool_now() - t0;
+	if (profile)
+		print_profile(r, steps);
+	bt_run_profile(r, 0);
 	if (inference) {
 		for (int s = 0; s < warmup + steps; s++) {
 			if (s == warmup)
@@ -152,7 +171,7 @@ int main(int argc, char **argv)
 {
 	struct bt_model_opts mo = {0};
 	const char *model = NULL;
-	int bench = 0, batch = 32, steps = 20, warmup = 3, threads = tool_ncpus(), infer = 1, c;
+	int bench = 0, batch = 32, steps = 20, warmup = 3, threads = tool_ncpus(), infer = 1, profile = 0, c;
 
 	tool_name = "bt-train";
 	while ((c = getopt_long(argc, argv, "j:hV", longopts, NULL)) != -1) {
@@ -188,6 +207,7 @@ int main(int argc, char **argv)
 				return 2;
 			break;
 		case OPT_NO_INFER: infer = 0; break;
+		case OPT_PROFILE: profile = 1; break;
 		case 'h': fputs(usage_text, stdout); fputs("\n", stdout); fputs(help_text, stdout); return 0;
 		case 'V': printf("bt-train %s\n", BT_VERSION); return 0;
 		default: fputs(usage_text, stderr); return 2;
@@ -199,5 +219,5 @@ int main(int argc, char **argv)
 		return tool_usage_error("this version of bt-train only benchmarks (--benchmark); training on record files is not in it yet");
 	if (!model)
 		return tool_usage_error("--benchmark needs --model NAME (bt-info --model list)");
-	return benchmark(model, &mo, batch, steps, warmup, threads, infer);
+	return benchmark(model, &mo, batch, steps, warmup, threads, infer, profile);
 }

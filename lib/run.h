@@ -56,6 +56,11 @@ int bt_run_backward(struct bt_run *r);
  * touched. */
 void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay);
 
+/* Per-op timing: when on, forward and backward add each node's wall time to a table by op
+ * (seconds[op][0] forward, [1] backward) until it is switched off or reset. */
+void bt_run_profile(struct bt_run *r, int on);
+void bt_run_profile_get(const struct bt_run *r, double seconds[BT_OP_COUNT][2], uint64_t calls[BT_OP_COUNT][2]);
+
 /* Bytes held for activations, gradients and saved state (not parameters). */
 size_t bt_run_activation_bytes(const struct bt_run *r);
 
