@@ -70,12 +70,12 @@ static long peak_rss_kb(void)
 	return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
 }
 
-static void print_profile(struct bt_run *r, int steps)
+static void print_profile(struct bt_run *r, int steps, const char *what)
 {
 	double sec[BT_OP_COUNT][2];
 	uint64_t calls[BT_OP_COUNT][2];
 	bt_run_profile_get(r, sec, calls);
-	printf("%-16s %12s %12s   (ms per step)\n", "layer", "forward", "backward");
+	printf("%-16s %12s %12s   (%s, ms per step)\n", "layer", "forward", "backward", what);
 	for (int op = 0; op < BT_OP_COUNT; op++)
 		if (calls[op][0] || calls[op][1])
 			printf("%-16s %12.2f %12.2f\n", bt_op_name(op), 1e3 * sec[op][0] / steps,
@@ -133,16 +133,20 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	}
 	train_s = tool_now() - t0;
 	if (profile)
-		print_profile(r, steps);
+		print_profile(r, steps, "training");
 	bt_run_profile(r, 0);
 	if (inference) {
 		for (int s = 0; s < warmup + steps; s++) {
-			if (s == warmup)
+			if (s == warmup) {
 				t0 = tool_now();
+				bt_run_profile(r, profile);
+			}
 			if ((st = bt_run_forward(r, x, batch, 0, 0)) < 0)
 				goto fail;
 		}
 		infer_s = tool_now() - t0;
+		if (profile)
+			print_profile(r, steps, "inference");
 	}
 	printf("model       %s\n", model);
 	printf("batch       %d\n", batch);

@@ -30,3 +30,11 @@ load helper
 	run bt-train --benchmark --model inceptionv3 --input-size 40 --steps 1
 	[ "$status" -eq 1 ]
 }
+
+@test "--profile: milliseconds per step by kind of layer, training and inference" {
+	run bt-train --benchmark --model cifar_resnet20_v1 --batch-size 4 --steps 1 --warmup 0 --profile
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"(training, ms per step)"* ]]
+	[[ "$output" == *"(inference, ms per step)"* ]]
+	[[ "$output" =~ conv2d\ +[0-9]+\.[0-9]+\ +[0-9]+\.[0-9]+ ]]
+}
