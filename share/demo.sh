@@ -19,5 +19,13 @@ echo "== verifying"
 "$bin/bt-prep" --verify "$out/fashion-train.btr" "$out/fashion-test.btr"
 echo "== the training set"
 "$bin/bt-info" "$out/fashion-train.btr"
+echo "== the training augmentation of the first images (contact sheet)"
+"$bin/bt-aug" --preview "$out/fashion-preview.jpg" --grid 4x8 --input-size 28 --min-area 0.5 \
+	"$out/fashion-train.btr"
+echo "== the model: cifar_resnet20_v1 for 28x28 greyscale images"
+"$bin/bt-info" --model cifar_resnet20_v1 --in-channels 1 --input-size 28 --batch-size 128 | tail -n 7
+echo "== a short CPU benchmark of its training step (batch 128)"
+"$bin/bt-train" --benchmark --model cifar_resnet20_v1 --in-channels 1 --input-size 28 \
+	--batch-size 128 --steps 5 --warmup 2
 echo "== devices"
 "$bin/bt-info" --devices

@@ -240,6 +240,44 @@ TEST(tiny_model_fits_a_tiny_batch)
 	bt_graph_free(&g);
 }
 
+TEST(dropout_train_and_eval)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[2 * 1000];
+	int32_t labels[2] = {1, 2};
+	int xin, zeros = 0, scaled = 0;
+	double l;
+	bt_graph_init(&g);
+	xin = bt_input(&g, 1, 1, 1000);
+	g.output = bt_dropout(&g, xin, 0.25f);
+	CHECK_EQ(bt_run_new(&r, &g, cpu, 2), BT_OK);
+	for (int i = 0; i < 2000; i++)
+		x[i] = 1.0f;
+	CHECK_EQ(bt_run_forward(r, x, 2, 1, 9), BT_OK);
+	for (int i = 0; i < 2000; i++) {
+		float y = bt_run_logits(r)[i];
+		zeros += y == 0.0f;
+		scaled += fabsf(y - 1.0f / 0.75f) < 1e-6f;
+	}
+	CHECK_EQ(zeros + scaled, 2000);
+	CHECK(zeros > 420 && zeros < 580); /* 500 expected */
+	/* the same seed drops the same elements; evaluation drops nothing */
+	{
+		float first[2000];
+		memcpy(first, bt_run_logits(r), sizeof first);
+		CHECK_EQ(bt_run_forward(r, x, 2, 1, 9), BT_OK);
+		CHECK(memcmp(first, bt_run_logits(r), sizeof first) == 0);
+	}
+	CHECK_EQ(bt_run_loss(r, labels, NULL, 0, 1, &l), BT_OK);
+	CHECK_EQ(bt_run_backward(r), BT_OK);
+	CHECK_EQ(bt_run_forward(r, x, 2, 0, 9), BT_OK);
+	for (int i = 0; i < 2000; i++)
+		CHECK(bt_run_logits(r)[i] == 1.0f);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
 int main(void)
 {
 	if (bt_cpu_new(&cpu, 0) < 0) {
@@ -251,6 +289,7 @@ int main(void)
 	RUN(init_rules);
 	RUN(sgd_formula);
 	RUN(tiny_model_fits_a_tiny_batch);
+	RUN(dropout_train_and_eval);
 	bt_cpu_free(cpu);
 	return test_summary();
 }
