@@ -101,14 +101,6 @@ static const struct option longopts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
-
 /* "a" or "a,b,c" into v[3] (one value is used for every channel). */
 static int parse_triple(const char *opt, const char *s, float v[3], int nonzero)
 {
@@ -213,7 +205,7 @@ fail:
 	tool_progress_end();
 	bt_record_writer_abort(w);
 	bt_loader_close(l);
-	if (interrupted) {
+	if (tool_interrupted) {
 		tool_err("interrupted; no output written");
 		return 1;
 	}
@@ -439,15 +431,8 @@ int main(int argc, char **argv)
 	lo.aug = mode_train ? train : eval;
 	if (bt_aug_check(&lo.aug) < 0)
 		return tool_usage_error("%s", bt_errmsg());
-	{
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_handler = on_signal;
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		lo.cancel = &interrupted;
-	}
+	tool_catch_signals();
+	lo.cancel = &tool_interrupted;
 	if (preview_out) {
 		if (strcmp(out, "-") != 0)
 			return tool_usage_error("--preview writes OUT.jpg; it takes no -o");

@@ -81,19 +81,11 @@ static const struct option longopts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
-
 /* After SIGINT/SIGTERM the library's own message (often a system call's "Interrupted")
  * matters less than what happened. */
 static int fail_run(int st)
 {
-	if (interrupted) {
+	if (tool_interrupted) {
 		tool_err("interrupted; no output written");
 		return 1;
 	}
@@ -253,16 +245,8 @@ int main(int argc, char **argv)
 	if (po.split > 0 && strcmp(out, "-") == 0)
 		return tool_usage_error("--split writes two files and cannot write to standard output");
 
-	{
-		/* No SA_RESTART: a read blocked on a pipe returns, and the run ends cleanly. */
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_handler = on_signal;
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-	}
-	po.cancel = &interrupted;
+	tool_catch_signals();
+	po.cancel = &tool_interrupted;
 	bt_itemset_init(&set);
 	if (classes_file) {
 		if ((st = tool_read_lines(classes_file, &classes, &nclasses)) < 0) {

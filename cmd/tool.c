@@ -12,6 +12,23 @@
 #include <unistd.h>
 
 const char *tool_name = "bt";
+volatile sig_atomic_t tool_interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	tool_interrupted = 1;
+}
+
+void tool_catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
 
 void tool_err(const char *fmt, ...)
 {

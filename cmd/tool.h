@@ -4,6 +4,7 @@
 #ifndef BT_TOOL_H
 #define BT_TOOL_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -25,6 +26,12 @@ int tool_parse_double(const char *opt, const char *s, double min, double max, do
 /* Non-empty lines of a text file (trailing CR/LF removed). Returns a library status. */
 int tool_read_lines(const char *path, char ***lines, uint32_t *n);
 void tool_free_lines(char **lines, uint32_t n);
+
+/* SIGINT and SIGTERM set tool_interrupted instead of killing the tool, without
+ * SA_RESTART, so that a read blocked on a pipe returns and the tool can remove its partial
+ * output. The library polls the flag through its cancel pointers. */
+extern volatile sig_atomic_t tool_interrupted;
+void tool_catch_signals(void);
 
 /* Number of online CPUs (at least 1). */
 int tool_ncpus(void);

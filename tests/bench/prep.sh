@@ -38,41 +38,12 @@ command -v tar >/dev/null || die "tar not found"
 [ -x "$PY" ] || die "$PY not found (Debian package python3)"
 case $RUNS in ''|*[!0-9]*|0) die "RUNS must be a positive integer";; esac
 
-if [ $# -ge 1 ]; then
-	WORK=$1
-	mkdir -p "$WORK" || die "cannot create $WORK"
-	WORK=$(cd "$WORK" && pwd)
-	OWNWORK=0
-else
-	WORK=$(mktemp -d /tmp/bt-bench-prep.XXXXXX) || die "mktemp failed"
-	OWNWORK=1
-fi
-CORPUS=$WORK/corpus
+. tests/bench/corpus.sh
+bench_workdir prep "$@"
 TAROUT=$WORK/out.tar
 BTOUT=$WORK/out.btr
-
-# shellcheck disable=SC2317  # invoked through trap
-cleanup() {
-	if [ "$KEEP" = 1 ]; then
-		echo "kept: $WORK"
-	elif [ "$OWNWORK" = 1 ]; then
-		rm -rf -- "$WORK"
-	else
-		rm -f -- "$TAROUT" "$BTOUT"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- corpus -----------------------------------------------------------------
-if [ ! -d "$CORPUS" ]; then
-	echo "building corpus in $CORPUS (once; cached there) ..."
-	"$PY" tests/bench/mkcorpus.py -q "$CORPUS" || die "corpus build failed"
-fi
-NIMG=$(find "$CORPUS" -type f -name '*.jpg' | wc -l)
-INBYTES=$(find "$CORPUS" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", s}')
-[ "$NIMG" -gt 0 ] || die "no JPEGs in $CORPUS"
-[ "$NIMG" -eq 1000 ] || echo "warning: corpus has $NIMG JPEGs, expected 1000" >&2
+CLEAN_FILES="$TAROUT $BTOUT"
+bench_corpus
 
 # --- machine and versions ---------------------------------------------------
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
