@@ -52,7 +52,7 @@ endif
 # ---- sources --------------------------------------------------------------------------
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
-	lib/zoo.c lib/cpu.c lib/run.c
+	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 else
@@ -77,8 +77,8 @@ lib/libbt.a: $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
 
-# The executor's elementwise loops need the vectoriser's full cost model.
-lib/run.o: CFLAGS += -O3
+# The CPU backend's elementwise loops need the vectoriser's full cost model.
+lib/cpu_backend.o: CFLAGS += -O3
 
 lib/%.o: lib/%.c $(LIB_HDRS)
 	$(CC) $(BT_CFLAGS) $(CFLAGS) -c $< -o $@

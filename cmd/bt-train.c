@@ -10,7 +10,7 @@
 #include <sys/resource.h>
 
 #include "bt.h"
-#include "cpu.h"
+#include "backend.h"
 #include "graph.h"
 #include "rng.h"
 #include "run.h"
@@ -86,7 +86,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		     int threads, int inference, int profile)
 {
 	struct bt_graph g;
-	struct bt_cpu *cpu = NULL;
+	struct bt_backend be = {0};
 	struct bt_run *r = NULL;
 	float *x = NULL;
 	int32_t *labels = NULL;
@@ -98,9 +98,9 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	bt_graph_init(&g);
 	if ((st = bt_model_build(&g, model, mo)) < 0)
 		goto fail;
-	if ((st = bt_cpu_new(&cpu, threads)) < 0)
+	if ((st = bt_backend_cpu(&be, threads)) < 0)
 		goto fail;
-	if ((st = bt_run_new(&r, &g, cpu, batch)) < 0)
+	if ((st = bt_run_new(&r, &g, &be, batch)) < 0)
 		goto fail;
 	bt_run_init_params(r, 1, 1);
 	nx = (size_t)batch * mo->input_size * mo->input_size * mo->in_channels;
@@ -120,7 +120,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	}
 	fprintf(stderr, "bt-train: benchmark %s, batch %d, %dx%dx%d, %d classes, %d threads, %s\n", model,
 		batch, mo->input_size, mo->input_size, mo->in_channels, mo->classes, threads,
-		bt_cpu_describe(cpu));
+		be.i->describe(be.ctx));
 	for (int s = 0; s < warmup + steps; s++) {
 		if (s == warmup) {
 			t0 = tool_now();
@@ -157,14 +157,14 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	printf("peak RSS    %ld kB\n", peak_rss_kb());
 	printf("train       images/s\n%.1f\n", (double)batch * steps / train_s);
 	bt_run_free(r);
-	bt_cpu_free(cpu);
+	bt_backend_free(&be);
 	bt_graph_free(&g);
 	free(x);
 	free(labels);
 	return 0;
 fail:
 	bt_run_free(r);
-	bt_cpu_free(cpu);
+	bt_backend_free(&be);
 	bt_graph_free(&g);
 	free(x);
 	free(labels);

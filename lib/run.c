@@ -1,19 +1,19 @@
-/* run.c: forward, loss, backward and the optimizer step of a graph on the CPU backend.
+/* run.c: forward, loss, backward and the optimizer step of a graph on a backend.
  *
- * Each node has an output buffer and a gradient buffer of the same size. Backward walks
- * the nodes in reverse; the first consumer to send a gradient to a node writes its buffer,
- * later consumers (the two sides of a residual addition) write into a scratch buffer that
- * is then added, so kernels can always overwrite. Convolution, batch norm, pooling and fully
- * connected layers go to the kernels of cpu.h; the rest is plain C here, parallelised with
- * OpenMP where it touches whole activations.
+ * Each node has an output buffer and a gradient buffer of the same size (gradient buffers
+ * shared by lifetime). Backward walks the nodes in reverse; the first consumer to send a
+ * gradient to a node writes its buffer, later consumers (the two sides of a residual
+ * addition) write into a scratch buffer that is then added, so kernels can always
+ * overwrite. Every computation goes through the backend's table (backend.h); this file
+ * only plans memory and decides what runs when.
  */
 #define _GNU_SOURCE
 #include "run.h"
 #include "bt.h"
+#include "backend.h"
 #include "rng.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,7 +31,7 @@ struct nodebuf {
 
 struct bt_run {
 	const struct bt_graph *g;
-	struct bt_cpu *cpu;
+	struct bt_backend *be;
 	int batch, n;
 	int train;              /* the last forward pass was in training mode */
 	float *params, *grads, *mom;
@@ -40,6 +40,10 @@ struct bt_run {
 	float **dypool;         /* the gradient buffers nodes share by lifetime */
 	int ndypool;
 	int have_loss;
+	int32_t *labels;        /* (batch) on the device, for the loss */
+	float *soft;            /* (batch, classes) on the device */
+	float *host;            /* (nfloats) host staging for initialisation */
+	struct bt_sgd_range *ranges;
 	size_t act_bytes;
 	int profile;
 	double prof_s[BT_OP_COUNT][2];
@@ -66,51 +70,6 @@ void bt_run_profile_get(const struct bt_run *r, double seconds[BT_OP_COUNT][2], 
 	memcpy(calls, r->prof_n, sizeof r->prof_n);
 }
 
-/* Elementwise kernels over [0, n), called on each thread's share by par(); as plain
- * functions their restrict pointers survive (OpenMP's outlining drops them) and the loops
- * vectorise. */
-static void relu_fwd(float *restrict y, const float *restrict x, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		y[k] = x[k] > 0.0f ? x[k] : 0.0f;
-}
-
-static void relu_inplace(float *restrict y, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		y[k] = y[k] > 0.0f ? y[k] : 0.0f;
-}
-
-static void relu_bwd(float *restrict dx, const float *restrict dy, const float *restrict y, size_t n)
-{
-	for (size_t k = 0; k < n; k++) {
-		/* Both loads unconditional, so the select vectorises. */
-		float g = dy[k], v = y[k];
-		dx[k] = v > 0.0f ? g : 0.0f;
-	}
-}
-
-static void add2(float *restrict y, const float *restrict a, const float *restrict b, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		y[k] = a[k] + b[k];
-}
-
-static void acc(float *restrict y, const float *restrict a, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		y[k] += a[k];
-}
-
-/* This thread's share [*b, *e) of n elements, 16-aligned so that vectors stay whole. */
-static void share(size_t n, size_t *b, size_t *e)
-{
-	size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
-	size_t per = ((n + T - 1) / T + 15) & ~(size_t)15;
-	*b = per * t < n ? per * t : n;
-	*e = per * (t + 1) < n ? per * (t + 1) : n;
-}
-
 static size_t node_elems(const struct bt_graph *g, int i, int n)
 {
 	const struct bt_shape *s = &g->nodes[i].out;
@@ -120,10 +79,16 @@ static size_t node_elems(const struct bt_graph *g, int i, int n)
 static void *xalloc(struct bt_run *r, size_t bytes)
 {
 	void *p = NULL;
-	if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+	if (r->be->i->alloc(r->be->ctx, bytes, &p) < 0)
 		return NULL;
 	r->act_bytes += bytes;
 	return p;
+}
+
+static void xfree(struct bt_run *r, void *p)
+{
+	if (p)
+		r->be->i->release(r->be->ctx, p);
 }
 
 void bt_run_free(struct bt_run *r)
@@ -132,20 +97,24 @@ void bt_run_free(struct bt_run *r)
 		return;
 	for (int i = 0; r->nb && i < r->g->nnodes; i++) {
 		if (!r->nb[i].y_alias)
-			free(r->nb[i].y);
-		free(r->nb[i].save_mean);
-		free(r->nb[i].save_invstd);
-		free(r->nb[i].ws);
-		free(r->nb[i].mask);
+			xfree(r, r->nb[i].y);
+		xfree(r, r->nb[i].save_mean);
+		xfree(r, r->nb[i].save_invstd);
+		xfree(r, r->nb[i].ws);
+		xfree(r, r->nb[i].mask);
 	}
 	for (int i = 0; i < r->ndypool; i++)
-		free(r->dypool[i]);
+		xfree(r, r->dypool[i]);
 	free(r->dypool);
 	free(r->nb);
-	free(r->scratch);
-	free(r->params);
-	free(r->grads);
-	free(r->mom);
+	xfree(r, r->scratch);
+	xfree(r, r->params);
+	xfree(r, r->grads);
+	xfree(r, r->mom);
+	xfree(r, r->labels);
+	xfree(r, r->soft);
+	free(r->host);
+	free(r->ranges);
 	free(r);
 }
 
@@ -241,7 +210,7 @@ out:
 	return st;
 }
 
-int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu, int batch)
+int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch)
 {
 	struct bt_run *r;
 	size_t maxel = 0;
@@ -254,18 +223,22 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 	if (!(r = calloc(1, sizeof *r)))
 		return bt_error(BT_ERR_NOMEM, "out of memory");
 	r->g = g;
-	r->cpu = cpu;
+	r->be = be;
 	r->batch = batch;
 	r->params = xalloc(r, g->nfloats * sizeof(float));
 	r->grads = xalloc(r, g->nfloats * sizeof(float));
 	r->mom = xalloc(r, g->nfloats * sizeof(float));
+	r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
+	r->soft = xalloc(r, (size_t)batch * g->nodes[g->output].out.c * sizeof(float));
 	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
+	r->host = malloc((g->nfloats ? g->nfloats : 1) * sizeof(float));
+	r->ranges = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges);
 	r->act_bytes = 0; /* count activations only */
-	if (!r->params || !r->grads || !r->mom || !r->nb)
+	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->host || !r->ranges)
 		goto nomem;
-	memset(r->params, 0, g->nfloats * sizeof(float));
-	memset(r->grads, 0, g->nfloats * sizeof(float));
-	memset(r->mom, 0, g->nfloats * sizeof(float));
+	be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float));
+	be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float));
+	be->i->zero(be->ctx, r->mom, g->nfloats * sizeof(float));
 	if (!(nreaders = calloc((size_t)g->nnodes, sizeof *nreaders)))
 		goto nomem;
 	for (int i = 0; i < g->nnodes; i++)
@@ -296,7 +269,7 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_cpu *cpu
 		if (nd->op == BT_OP_MAXPOOL) {
 			struct bt_pool_desc d;
 			pool_desc(g, nd, batch, &d);
-			if (!(b->ws = xalloc(r, bt_cpu_pool_ws_bytes(cpu, &d))))
+			if (!(b->ws = xalloc(r, be->i->pool_ws_bytes(be->ctx, &d))))
 				goto nomem;
 		}
 		if (nd->op == BT_OP_DROPOUT && !(b->mask = xalloc(r, el * sizeof(float))))
@@ -326,9 +299,10 @@ const float *bt_run_logits(const struct bt_run *r) { return r->nb[r->g->output].
 void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 {
 	const struct bt_graph *g = r->g;
+	memset(r->host, 0, g->nfloats * sizeof(float));
 	for (int i = 0; i < g->nparams; i++) {
 		const struct bt_param *p = &g->params[i];
-		float *w = r->params + p->offset, v = 0;
+		float *w = r->host + p->offset, v = 0;
 		struct bt_rng rng;
 		switch (p->kind) {
 		case BT_PARAM_WEIGHT: {
@@ -361,7 +335,8 @@ void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 		for (size_t k = 0; k < p->count; k++)
 			w[k] = v;
 	}
-	memset(r->mom, 0, r->g->nfloats * sizeof(float));
+	r->be->i->upload(r->be->ctx, r->params, r->host, g->nfloats * sizeof(float));
+	r->be->i->zero(r->be->ctx, r->mom, g->nfloats * sizeof(float));
 }
 
 static float *param(struct bt_run *r, const struct bt_node *nd, int k)
@@ -379,6 +354,9 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 	const struct bt_graph *g = r->g;
 	int st = BT_OK;
 
+	const struct bt_backend_i *be = r->be->i;
+	void *ctx = r->be->ctx;
+
 	if (n < 1 || n > r->batch)
 		return bt_error(BT_ERR_INVALID, "run: %d images in a run for batches of %d", n, r->batch);
 	r->n = n;
@@ -392,113 +370,68 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 		double t0 = r->profile ? now_s() : 0;
 		switch (nd->op) {
 		case BT_OP_INPUT:
-			memcpy(b->y, x, el * sizeof(float));
+			st = be->upload(ctx, b->y, x, el * sizeof(float));
 			break;
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
 			conv_desc(g, nd, n, &d);
-			st = bt_cpu_conv_fwd(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+			st = be->conv_fwd(ctx, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
 			break;
 		}
 		case BT_OP_BATCHNORM: {
 			struct bt_bn_desc d;
 			bn_desc(nd, n, &d);
 			if (train)
-				st = bt_cpu_bn_fwd_train(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1),
+				st = be->bn_fwd_train(ctx, &d, in, param(r, nd, 0), param(r, nd, 1),
 							 param(r, nd, 2), param(r, nd, 3), b->save_mean,
 							 b->save_invstd, b->y);
 			else
-				st = bt_cpu_bn_fwd_infer(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1),
+				st = be->bn_fwd_infer(ctx, &d, in, param(r, nd, 0), param(r, nd, 1),
 							 param(r, nd, 2), param(r, nd, 3), b->y);
 			break;
 		}
-		case BT_OP_RELU: {
-			float *y = b->y;
-#pragma omp parallel
-			{
-				size_t lo, hi;
-				share(el, &lo, &hi);
-				if (b->y_alias)
-					relu_inplace(y + lo, hi - lo);
-				else
-					relu_fwd(y + lo, in + lo, hi - lo);
-			}
+		case BT_OP_RELU:
+			st = be->relu_fwd(ctx, in, b->y, el); /* in == b->y when in place */
 			break;
-		}
 		case BT_OP_MAXPOOL:
 		case BT_OP_AVGPOOL: {
 			struct bt_pool_desc d;
 			pool_desc(g, nd, n, &d);
-			st = bt_cpu_pool_fwd(r->cpu, &d, in, b->y, b->ws);
+			st = be->pool_fwd(ctx, &d, in, b->y, b->ws);
 			break;
 		}
 		case BT_OP_GLOBAL_AVGPOOL: {
-			struct bt_shape s = g->nodes[nd->in[0]].out;
-			size_t hw = (size_t)s.h * s.w;
-			float *y = b->y;
-#pragma omp parallel for schedule(static)
-			for (int m = 0; m < n; m++) {
-				const float *xm = in + (size_t)m * hw * s.c;
-				float *ym = y + (size_t)m * s.c;
-				for (int c = 0; c < s.c; c++)
-					ym[c] = 0;
-				for (size_t p = 0; p < hw; p++)
-					for (int c = 0; c < s.c; c++)
-						ym[c] += xm[p * s.c + c];
-				for (int c = 0; c < s.c; c++)
-					ym[c] /= (float)hw;
-			}
+			struct bt_shape si = g->nodes[nd->in[0]].out;
+			st = be->gap_fwd(ctx, in, b->y, n, (size_t)si.h * si.w, si.c);
 			break;
 		}
 		case BT_OP_FC: {
 			struct bt_fc_desc d = {.n = n, .cin = g->nodes[nd->in[0]].out.c, .cout = nd->out.c,
 					       .bias = nd->a.fc.bias};
-			st = bt_cpu_fc_fwd(r->cpu, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+			st = be->fc_fwd(ctx, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
 			break;
 		}
-		case BT_OP_ADD: {
-			const float *a = r->nb[nd->in[0]].y, *c = r->nb[nd->in[1]].y;
-			float *y = b->y;
-#pragma omp parallel
-			{
-				size_t lo, hi;
-				share(el, &lo, &hi);
-				add2(y + lo, a + lo, c + lo, hi - lo);
-			}
+		case BT_OP_ADD:
+			st = be->add(ctx, r->nb[nd->in[0]].y, r->nb[nd->in[1]].y, b->y, el);
 			break;
-		}
 		case BT_OP_CONCAT: {
 			size_t pixels = (size_t)n * nd->out.h * nd->out.w;
-			int off = 0;
-			for (int j = 0; j < nd->nin; j++) {
-				int cj = g->nodes[nd->in[j]].out.c, co = nd->out.c;
-				const float *xj = r->nb[nd->in[j]].y;
-				float *y = b->y;
-#pragma omp parallel for schedule(static)
-				for (size_t p = 0; p < pixels; p++)
-					memcpy(y + p * co + off, xj + p * cj, (size_t)cj * sizeof(float));
+			for (int j = 0, off = 0; j < nd->nin && st == BT_OK; j++) {
+				int cj = g->nodes[nd->in[j]].out.c;
+				st = be->concat_fwd(ctx, r->nb[nd->in[j]].y, b->y, pixels, cj, nd->out.c, off);
 				off += cj;
 			}
 			break;
 		}
-		case BT_OP_DROPOUT: {
-			float p = nd->a.dropout.p, keep = 1.0f / (1.0f - p);
-			if (!train || p == 0) {
-				memcpy(b->y, in, el * sizeof(float));
-				for (size_t k = 0; k < el; k++)
-					b->mask[k] = 1.0f;
-				break;
-			}
-			struct bt_rng rng;
-			bt_rng_seed(&rng, bt_mix64(dropout_seed) ^ bt_mix64((uint64_t)i));
-			for (size_t k = 0; k < el; k++) {
-				b->mask[k] = bt_rng_uniform(&rng) < p ? 0.0f : keep;
-				b->y[k] = in[k] * b->mask[k];
-			}
+		case BT_OP_DROPOUT:
+			if (!train || nd->a.dropout.p == 0)
+				st = be->copy(ctx, b->y, in, el);
+			else
+				st = be->dropout_fwd(ctx, in, b->y, b->mask, el, nd->a.dropout.p,
+						     bt_mix64(dropout_seed) ^ bt_mix64((uint64_t)i));
 			break;
-		}
 		case BT_OP_FLATTEN:
-			memcpy(b->y, in, el * sizeof(float));
+			st = be->copy(ctx, b->y, in, el);
 			break;
 		default:
 			st = bt_error(BT_ERR_UNSUPPORTED, "run: op %s", bt_op_name(nd->op));
@@ -517,40 +450,24 @@ int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, floa
 		float temperature, double *loss)
 {
 	const struct bt_graph *g = r->g;
-	int K = g->nodes[g->output].out.c, n = r->n;
-	const float *z = r->nb[g->output].y;
-	float *dz = r->nb[g->output].dy;
-	double total = 0;
+	const struct bt_backend_i *be = r->be->i;
+	void *ctx = r->be->ctx;
+	int K = g->nodes[g->output].out.c, n = r->n, st;
 	float T = temperature > 0 ? temperature : 1.0f;
 
 	if (K < 2)
 		return bt_error(BT_ERR_INVALID, "loss: %d classes", K);
 	if (!soft && (eps < 0 || eps >= 1))
 		return bt_error(BT_ERR_INVALID, "loss: label smoothing %g", eps);
-	for (int m = 0; m < n; m++) {
-		const float *zm = z + (size_t)m * K;
-		float *dm = dz + (size_t)m * K;
-		double mx = zm[0] / T, sum = 0, lse;
-		if (!soft && (labels[m] < 0 || labels[m] >= K))
-			return bt_error(BT_ERR_INVALID, "loss: image %d has label %d, the model has %d classes",
-					m, labels[m], K);
-		for (int k = 1; k < K; k++)
-			if (zm[k] / T > mx)
-				mx = zm[k] / T;
-		for (int k = 0; k < K; k++)
-			sum += exp(zm[k] / T - mx);
-		lse = mx + log(sum);
-		for (int k = 0; k < K; k++) {
-			double logp = zm[k] / T - lse;
-			double q = soft ? soft[(size_t)m * K + k]
-					: (k == labels[m] ? 1.0 - eps : eps / (K - 1));
-			total -= q * logp;
-			dm[k] = (float)((exp(logp) - q) / ((double)n * T));
-		}
-	}
-	*loss = total / n;
-	r->have_loss = 1;
-	return BT_OK;
+	if (soft)
+		st = be->upload(ctx, r->soft, soft, (size_t)n * K * sizeof(float));
+	else
+		st = be->upload(ctx, r->labels, labels, (size_t)n * sizeof(int32_t));
+	if (st == BT_OK)
+		st = be->softmax_ce(ctx, r->nb[g->output].y, soft ? NULL : r->labels, soft ? r->soft : NULL,
+				    n, K, eps, T, r->nb[g->output].dy, loss);
+	r->have_loss = st == BT_OK;
+	return st;
 }
 
 /* Where the gradient for input node `in` goes: its own buffer the first time in this pass,
@@ -566,31 +483,26 @@ static float *dx_target(struct bt_run *r, int in, int *pending)
 	return r->scratch;
 }
 
-static void settle(struct bt_run *r, int in, int pending)
+static int settle(struct bt_run *r, int in, int pending)
 {
-	if (pending) {
-		size_t el = node_elems(r->g, in, r->n);
-		float *d = r->nb[in].dy;
-		const float *s = r->scratch;
-#pragma omp parallel
-		{
-			size_t lo, hi;
-			share(el, &lo, &hi);
-			acc(d + lo, s + lo, hi - lo);
-		}
-	}
+	if (!pending)
+		return BT_OK;
+	return r->be->i->accumulate(r->be->ctx, r->nb[in].dy, r->scratch, node_elems(r->g, in, r->n));
 }
 
 int bt_run_backward(struct bt_run *r)
 {
 	const struct bt_graph *g = r->g;
+	const struct bt_backend_i *be = r->be->i;
+	void *ctx = r->be->ctx;
 	int n = r->n, st = BT_OK;
 
 	if (!r->have_loss)
 		return bt_error(BT_ERR_INVALID, "run: backward without a loss");
 	if (!r->train)
 		return bt_error(BT_ERR_INVALID, "run: backward after an inference forward pass");
-	memset(r->grads, 0, g->nfloats * sizeof(float));
+	if ((st = be->zero(ctx, r->grads, g->nfloats * sizeof(float))) < 0)
+		return st;
 	for (int i = 0; i < g->nnodes; i++)
 		r->nb[i].dy_set = 0;
 	r->nb[g->output].dy_set = 1;
@@ -608,15 +520,17 @@ int bt_run_backward(struct bt_run *r)
 		if (!b->dy_set || nd->op == BT_OP_INPUT)
 			continue;
 		t0 = r->profile ? now_s() : 0;
+		/* Each case sends its input gradients to dx_target and settles them. */
 		switch (nd->op) {
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
 			conv_desc(g, nd, n, &d);
-			st = bt_cpu_conv_bwd_weights(r->cpu, &d, x, dy, grad(r, nd, 0), grad(r, nd, 1));
+			st = be->conv_bwd_weights(ctx, &d, x, dy, grad(r, nd, 0), grad(r, nd, 1));
 			if (st == BT_OK && need_dx) {
 				dx = dx_target(r, in0, &pend);
-				st = bt_cpu_conv_bwd_data(r->cpu, &d, dy, param(r, nd, 0), dx);
-				settle(r, in0, pend);
+				st = be->conv_bwd_data(ctx, &d, dy, param(r, nd, 0), dx);
+				if (st == BT_OK)
+					st = settle(r, in0, pend);
 			}
 			break;
 		}
@@ -624,25 +538,20 @@ int bt_run_backward(struct bt_run *r)
 			struct bt_bn_desc d;
 			bn_desc(nd, n, &d);
 			dx = dx_target(r, in0, &pend);
-			st = bt_cpu_bn_bwd(r->cpu, &d, x, dy, param(r, nd, 0), b->save_mean, b->save_invstd,
-					   dx, grad(r, nd, 0), grad(r, nd, 1));
-			settle(r, in0, pend);
+			st = be->bn_bwd(ctx, &d, x, dy, param(r, nd, 0), b->save_mean, b->save_invstd, dx,
+					grad(r, nd, 0), grad(r, nd, 1));
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
 		}
-		case BT_OP_RELU: {
-			const float *y = b->y;
+		case BT_OP_RELU:
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-#pragma omp parallel
-			{
-				size_t lo, hi;
-				share(el, &lo, &hi);
-				relu_bwd(dx + lo, dy + lo, y + lo, hi - lo);
-			}
-			settle(r, in0, pend);
+			st = be->relu_bwd(ctx, b->y, dy, dx, el);
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
-		}
 		case BT_OP_MAXPOOL:
 		case BT_OP_AVGPOOL: {
 			struct bt_pool_desc d;
@@ -650,54 +559,50 @@ int bt_run_backward(struct bt_run *r)
 				break;
 			pool_desc(g, nd, n, &d);
 			dx = dx_target(r, in0, &pend);
-			st = bt_cpu_pool_bwd(r->cpu, &d, dy, b->ws, dx);
-			settle(r, in0, pend);
+			st = be->pool_bwd(ctx, &d, dy, b->ws, dx);
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
 		}
 		case BT_OP_GLOBAL_AVGPOOL: {
-			struct bt_shape s = g->nodes[in0].out;
-			size_t hw = (size_t)s.h * s.w;
+			struct bt_shape si = g->nodes[in0].out;
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-#pragma omp parallel for schedule(static)
-			for (int m = 0; m < n; m++)
-				for (size_t p = 0; p < hw; p++)
-					for (int c = 0; c < s.c; c++)
-						dx[((size_t)m * hw + p) * s.c + c] = dy[(size_t)m * s.c + c] / (float)hw;
-			settle(r, in0, pend);
+			st = be->gap_bwd(ctx, dy, dx, n, (size_t)si.h * si.w, si.c);
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
 		}
 		case BT_OP_FC: {
 			struct bt_fc_desc d = {.n = n, .cin = g->nodes[in0].out.c, .cout = nd->out.c,
 					       .bias = nd->a.fc.bias};
 			dx = need_dx ? dx_target(r, in0, &pend) : NULL;
-			st = bt_cpu_fc_bwd(r->cpu, &d, x, dy, param(r, nd, 0), dx, grad(r, nd, 0), grad(r, nd, 1));
-			if (need_dx)
-				settle(r, in0, pend);
+			st = be->fc_bwd(ctx, &d, x, dy, param(r, nd, 0), dx, grad(r, nd, 0), grad(r, nd, 1));
+			if (st == BT_OK && need_dx)
+				st = settle(r, in0, pend);
 			break;
 		}
 		case BT_OP_ADD:
-			for (int j = 0; j < 2; j++) {
+			for (int j = 0; j < 2 && st == BT_OK; j++) {
 				int in = nd->in[j];
 				if (g->nodes[in].op == BT_OP_INPUT)
 					continue;
 				dx = dx_target(r, in, &pend);
-				memcpy(dx, dy, el * sizeof(float));
-				settle(r, in, pend);
+				st = be->copy(ctx, dx, dy, el);
+				if (st == BT_OK)
+					st = settle(r, in, pend);
 			}
 			break;
 		case BT_OP_CONCAT: {
 			size_t pixels = (size_t)n * nd->out.h * nd->out.w;
-			int off = 0;
-			for (int j = 0; j < nd->nin; j++) {
-				int in = nd->in[j], cj = g->nodes[in].out.c, co = nd->out.c;
+			for (int j = 0, off = 0; j < nd->nin && st == BT_OK; j++) {
+				int in = nd->in[j], cj = g->nodes[in].out.c;
 				if (g->nodes[in].op != BT_OP_INPUT) {
 					dx = dx_target(r, in, &pend);
-#pragma omp parallel for schedule(static)
-					for (size_t p = 0; p < pixels; p++)
-						memcpy(dx + p * cj, dy + p * co + off, (size_t)cj * sizeof(float));
-					settle(r, in, pend);
+					st = be->concat_bwd(ctx, dy, dx, pixels, cj, nd->out.c, off);
+					if (st == BT_OK)
+						st = settle(r, in, pend);
 				}
 				off += cj;
 			}
@@ -707,16 +612,17 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			for (size_t k = 0; k < el; k++)
-				dx[k] = dy[k] * b->mask[k];
-			settle(r, in0, pend);
+			st = be->mul(ctx, dy, b->mask, dx, el);
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
 		case BT_OP_FLATTEN:
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			memcpy(dx, dy, el * sizeof(float));
-			settle(r, in0, pend);
+			st = be->copy(ctx, dx, dy, el);
+			if (st == BT_OK)
+				st = settle(r, in0, pend);
 			break;
 		default:
 			st = bt_error(BT_ERR_UNSUPPORTED, "run: backward of %s", bt_op_name(nd->op));
@@ -734,18 +640,20 @@ int bt_run_backward(struct bt_run *r)
 void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
 {
 	const struct bt_graph *g = r->g;
+	int nr = 0;
+	/* Neighbouring tensors with the same rule merge into one range (the alignment gaps
+	 * between them hold zeros in every arena, which the update keeps at zero). */
 	for (int i = 0; i < g->nparams; i++) {
 		const struct bt_param *p = &g->params[i];
-		float *w = r->params + p->offset, *dw = r->grads + p->offset, *v = r->mom + p->offset;
-		float decay = wd;
+		int decay = !(no_bias_decay && p->kind != BT_PARAM_WEIGHT);
 		if (!p->trainable)
 			continue;
-		if (no_bias_decay && p->kind != BT_PARAM_WEIGHT)
-			decay = 0;
-		for (size_t k = 0; k < p->count; k++) {
-			float gk = dw[k] + decay * w[k];
-			v[k] = momentum * v[k] + gk;
-			w[k] -= lr * (gk + momentum * v[k]);
+		if (nr && r->ranges[nr - 1].decay == decay && r->ranges[nr - 1].offset + r->ranges[nr - 1].count <= p->offset &&
+		    i > 0 && g->params[i - 1].trainable) {
+			r->ranges[nr - 1].count = p->offset + p->count - r->ranges[nr - 1].offset;
+			continue;
 		}
+		r->ranges[nr++] = (struct bt_sgd_range){p->offset, p->count, decay};
 	}
+	r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges, nr, lr, momentum, wd);
 }

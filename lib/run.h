@@ -1,4 +1,4 @@
-/* run.h: running a graph on the CPU backend: forward, loss, backward, optimizer step.
+/* run.h: running a graph on a backend (backend.h): forward, loss, backward, optimizer step.
  *
  * A run owns the parameter arena and its gradient and momentum arenas (the same layout,
  * see graph.h), one activation buffer per node, and what backward needs (batch-norm
@@ -12,13 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cpu.h"
+#include "backend.h"
 #include "graph.h"
 
 struct bt_run;
 
-/* A run of graph g (which must outlive it) for batches of up to `batch` images. */
-int bt_run_new(struct bt_run **r, const struct bt_graph *g, struct bt_cpu *cpu, int batch);
+/* A run of graph g on backend be (both must outlive it) for batches of up to `batch`
+ * images. The arenas, activations and logits live in the backend's memory (host memory for
+ * the CPU backend). */
+int bt_run_new(struct bt_run **r, const struct bt_graph *g, struct bt_backend *be, int batch);
 void bt_run_free(struct bt_run *r);
 
 float *bt_run_params(struct bt_run *r);     /* (g->nfloats) */

@@ -9,13 +9,13 @@
 #include <string.h>
 
 #include "bt.h"
-#include "cpu.h"
+#include "backend.h"
 #include "graph.h"
 #include "rng.h"
 #include "run.h"
 #include "test.h"
 
-static struct bt_cpu *cpu;
+static struct bt_backend be;
 
 /* input 6x6x3 -> conv 4 -> bn -> relu -> {conv 4 (3x3), conv 2 (1x1)} -> concat(6) ...
  * plus a residual: relu + conv(3x3, 4) -> add -> maxpool -> gap -> fc(5). */
@@ -62,7 +62,7 @@ TEST(gradients_match_finite_differences)
 	double l0;
 	int checked = 0, bad = 0;
 	CHECK_EQ(small_net(&g, 5), BT_OK);
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 4), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 4), BT_OK);
 	bt_run_init_params(r, 1, 0);
 	fill(x, sizeof x / sizeof *x, 2, 1.0f);
 	l0 = loss_at(r, x, 4, labels, 0.1f);
@@ -115,7 +115,7 @@ TEST(label_smoothing_and_soft_targets)
 	bt_graph_init(&g);
 	xin = bt_input(&g, 1, 1, 4);
 	g.output = bt_flatten(&g, xin);
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 2), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
 	/* logits are the inputs themselves */
 	for (int i = 0; i < 8; i++)
 		x[i] = (float)(i % 4) * 0.5f - (i / 4);
@@ -165,7 +165,7 @@ TEST(init_rules)
 	bt_mark_last_bn(&g, bn);
 	f = bt_fc(&g, bt_flatten(&g, bt_global_avgpool(&g, bn)), "fc", 10, 1);
 	g.output = f;
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 1), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 1), BT_OK);
 	bt_run_init_params(r, 5, 1);
 	{
 		const float *w = bt_run_params(r);
@@ -193,7 +193,7 @@ TEST(sgd_formula)
 	x = bt_input(&g, 1, 1, 2);
 	f = bt_fc(&g, x, "fc", 2, 1);
 	g.output = f;
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 1), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 1), BT_OK);
 	{
 		float *w = bt_run_params(r), *dw = bt_run_grads(r), *v = bt_run_momentum(r);
 		size_t wo = g.params[g.nodes[f].param[0]].offset, bo = g.params[g.nodes[f].param[1]].offset;
@@ -222,7 +222,7 @@ TEST(tiny_model_fits_a_tiny_batch)
 	int32_t labels[8] = {0, 1, 2, 3, 4, 0, 1, 2};
 	double first = 0, l = 0;
 	CHECK_EQ(small_net(&g, 5), BT_OK);
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 8), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 8), BT_OK);
 	bt_run_init_params(r, 3, 0);
 	fill(x, sizeof x / sizeof *x, 4, 1.0f);
 	for (int step = 0; step < 300; step++) {
@@ -251,7 +251,7 @@ TEST(dropout_train_and_eval)
 	bt_graph_init(&g);
 	xin = bt_input(&g, 1, 1, 1000);
 	g.output = bt_dropout(&g, xin, 0.25f);
-	CHECK_EQ(bt_run_new(&r, &g, cpu, 2), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
 	for (int i = 0; i < 2000; i++)
 		x[i] = 1.0f;
 	CHECK_EQ(bt_run_forward(r, x, 2, 1, 9), BT_OK);
@@ -280,7 +280,7 @@ TEST(dropout_train_and_eval)
 
 int main(void)
 {
-	if (bt_cpu_new(&cpu, 0) < 0) {
+	if (bt_backend_cpu(&be, 0) < 0) {
 		fprintf(stderr, "cpu backend: %s\n", bt_errmsg());
 		return 1;
 	}
@@ -290,6 +290,6 @@ int main(void)
 	RUN(sgd_formula);
 	RUN(tiny_model_fits_a_tiny_batch);
 	RUN(dropout_train_and_eval);
-	bt_cpu_free(cpu);
+	bt_backend_free(&be);
 	return test_summary();
 }

@@ -1,0 +1,357 @@
+/* cpu_backend.c: the CPU backend's table (backend.h): the heavy kernels of cpu.c, and the
+ * elementwise ops, data movement, loss and optimizer in plain C, parallelised with OpenMP.
+ * Elementwise loops are plain functions called on each thread's share of the range: as
+ * such their restrict pointers survive (OpenMP's outlining drops them) and they vectorise.
+ */
+#define _GNU_SOURCE
+#include "backend.h"
+#include "bt.h"
+#include "rng.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* This thread's share [*b, *e) of n elements, 16-aligned so that vectors stay whole. */
+static void share(size_t n, size_t *b, size_t *e)
+{
+	size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+	size_t per = ((n + T - 1) / T + 15) & ~(size_t)15;
+	*b = per * t < n ? per * t : n;
+	*e = per * (t + 1) < n ? per * (t + 1) : n;
+}
+
+static void relu_fwd_k(float *restrict y, const float *restrict x, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = x[k] > 0.0f ? x[k] : 0.0f;
+}
+
+static void relu_inplace_k(float *restrict y, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = y[k] > 0.0f ? y[k] : 0.0f;
+}
+
+static void relu_bwd_k(float *restrict dx, const float *restrict dy, const float *restrict y, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		/* Both loads unconditional, so the select vectorises. */
+		float g = dy[k], v = y[k];
+		dx[k] = v > 0.0f ? g : 0.0f;
+	}
+}
+
+static void add_k(float *restrict y, const float *restrict a, const float *restrict b, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = a[k] + b[k];
+}
+
+static void mul_k(float *restrict y, const float *restrict a, const float *restrict b, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = a[k] * b[k];
+}
+
+static void acc_k(float *restrict y, const float *restrict a, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] += a[k];
+}
+
+static int c_relu_fwd(void *ctx, const float *x, float *y, size_t n)
+{
+	(void)ctx;
+#pragma omp parallel
+	{
+		size_t lo, hi;
+		share(n, &lo, &hi);
+		if (x == y)
+			relu_inplace_k(y + lo, hi - lo);
+		else
+			relu_fwd_k(y + lo, x + lo, hi - lo);
+	}
+	return BT_OK;
+}
+
+static int c_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, size_t n)
+{
+	(void)ctx;
+#pragma omp parallel
+	{
+		size_t lo, hi;
+		share(n, &lo, &hi);
+		relu_bwd_k(dx + lo, dy + lo, y + lo, hi - lo);
+	}
+	return BT_OK;
+}
+
+static int c_add(void *ctx, const float *a, const float *b, float *y, size_t n)
+{
+	(void)ctx;
+#pragma omp parallel
+	{
+		size_t lo, hi;
+		share(n, &lo, &hi);
+		add_k(y + lo, a + lo, b + lo, hi - lo);
+	}
+	return BT_OK;
+}
+
+static int c_mul(void *ctx, const float *a, const float *b, float *y, size_t n)
+{
+	(void)ctx;
+#pragma omp parallel
+	{
+		size_t lo, hi;
+		share(n, &lo, &hi);
+		mul_k(y + lo, a + lo, b + lo, hi - lo);
+	}
+	return BT_OK;
+}
+
+static int c_accumulate(void *ctx, float *y, const float *x, size_t n)
+{
+	(void)ctx;
+#pragma omp parallel
+	{
+		size_t lo, hi;
+		share(n, &lo, &hi);
+		acc_k(y + lo, x + lo, hi - lo);
+	}
+	return BT_OK;
+}
+
+static int c_copy(void *ctx, float *y, const float *x, size_t n)
+{
+	(void)ctx;
+	if (y != x)
+		memcpy(y, x, n * sizeof(float));
+	return BT_OK;
+}
+
+static int c_gap_fwd(void *ctx, const float *x, float *y, int n, size_t hw, int c)
+{
+	(void)ctx;
+#pragma omp parallel for schedule(static)
+	for (int m = 0; m < n; m++) {
+		const float *xm = x + (size_t)m * hw * c;
+		float *ym = y + (size_t)m * c;
+		for (int k = 0; k < c; k++)
+			ym[k] = 0;
+		for (size_t p = 0; p < hw; p++)
+			for (int k = 0; k < c; k++)
+				ym[k] += xm[p * c + k];
+		for (int k = 0; k < c; k++)
+			ym[k] /= (float)hw;
+	}
+	return BT_OK;
+}
+
+static int c_gap_bwd(void *ctx, const float *dy, float *dx, int n, size_t hw, int c)
+{
+	(void)ctx;
+#pragma omp parallel for schedule(static)
+	for (int m = 0; m < n; m++)
+		for (size_t p = 0; p < hw; p++)
+			for (int k = 0; k < c; k++)
+				dx[((size_t)m * hw + p) * c + k] = dy[(size_t)m * c + k] / (float)hw;
+	return BT_OK;
+}
+
+static int c_concat_fwd(void *ctx, const float *xj, float *y, size_t pixels, int cj, int co, int off)
+{
+	(void)ctx;
+#pragma omp parallel for schedule(static)
+	for (size_t p = 0; p < pixels; p++)
+		memcpy(y + p * co + off, xj + p * cj, (size_t)cj * sizeof(float));
+	return BT_OK;
+}
+
+static int c_concat_bwd(void *ctx, const float *dy, float *dxj, size_t pixels, int cj, int co, int off)
+{
+	(void)ctx;
+#pragma omp parallel for schedule(static)
+	for (size_t p = 0; p < pixels; p++)
+		memcpy(dxj + p * cj, dy + p * co + off, (size_t)cj * sizeof(float));
+	return BT_OK;
+}
+
+static int c_dropout_fwd(void *ctx, const float *x, float *y, float *mask, size_t n, float p, uint64_t seed)
+{
+	float keep = 1.0f / (1.0f - p);
+	uint64_t s = bt_mix64(seed ^ UINT64_C(0x5851f42d4c957f2d));
+	(void)ctx;
+	/* A hash of (seed, k) per element rather than a running generator: any thread, or a
+	 * GPU thread, computes the same mask. */
+#pragma omp parallel for schedule(static)
+	for (size_t k = 0; k < n; k++) {
+		double u = (double)(bt_mix64(s + k) >> 11) * 0x1.0p-53;
+		mask[k] = u < p ? 0.0f : keep;
+		y[k] = x[k] * mask[k];
+	}
+	return BT_OK;
+}
+
+static int c_softmax_ce(void *ctx, const float *z, const int32_t *labels, const float *soft, int n, int K,
+			float eps, float T, float *dz, double *loss)
+{
+	double total = 0;
+	(void)ctx;
+	for (int m = 0; m < n; m++) {
+		const float *zm = z + (size_t)m * K;
+		float *dm = dz + (size_t)m * K;
+		double mx = zm[0] / T, sum = 0, lse;
+		if (!soft && (labels[m] < 0 || labels[m] >= K))
+			return bt_error(BT_ERR_INVALID, "loss: image %d has label %d, the model has %d classes",
+					m, labels[m], K);
+		for (int k = 1; k < K; k++)
+			if (zm[k] / T > mx)
+				mx = zm[k] / T;
+		for (int k = 0; k < K; k++)
+			sum += exp(zm[k] / T - mx);
+		lse = mx + log(sum);
+		for (int k = 0; k < K; k++) {
+			double logp = zm[k] / T - lse;
+			double q = soft ? soft[(size_t)m * K + k] : (k == labels[m] ? 1.0 - eps : eps / (K - 1));
+			total -= q * logp;
+			dm[k] = (float)((exp(logp) - q) / ((double)n * T));
+		}
+	}
+	*loss = total / n;
+	return BT_OK;
+}
+
+static int c_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt_sgd_range *ranges, int nr,
+		 float lr, float momentum, float wd)
+{
+	(void)ctx;
+	for (int i = 0; i < nr; i++) {
+		float *restrict wi = w + ranges[i].offset, *restrict vi = v + ranges[i].offset;
+		const float *restrict gi = dw + ranges[i].offset;
+		float decay = ranges[i].decay ? wd : 0.0f;
+		for (size_t k = 0; k < ranges[i].count; k++) {
+			float g = gi[k] + decay * wi[k];
+			vi[k] = momentum * vi[k] + g;
+			wi[k] -= lr * (g + momentum * vi[k]);
+		}
+	}
+	return BT_OK;
+}
+
+static int c_alloc(void *ctx, size_t bytes, void **p)
+{
+	(void)ctx;
+	*p = NULL;
+	if (posix_memalign(p, 64, bytes ? bytes : 64) != 0)
+		return bt_error(BT_ERR_NOMEM, "out of memory (%zu bytes)", bytes);
+	return BT_OK;
+}
+
+static void c_release(void *ctx, void *p)
+{
+	(void)ctx;
+	free(p);
+}
+
+static int c_move(void *ctx, void *dst, const void *src, size_t bytes)
+{
+	(void)ctx;
+	memmove(dst, src, bytes);
+	return BT_OK;
+}
+
+static int c_zero(void *ctx, void *p, size_t bytes)
+{
+	(void)ctx;
+	memset(p, 0, bytes);
+	return BT_OK;
+}
+
+static const char *c_describe(void *ctx) { return bt_cpu_describe(ctx); }
+static void c_destroy(void *ctx) { bt_cpu_free(ctx); }
+
+/* The heavy kernels: cpu.h's functions take the context as their first argument already;
+ * these adapters only convert it from void *. */
+static int c_conv_fwd(void *c, const struct bt_conv_desc *d, const float *x, const float *w, const float *b, float *y)
+{ return bt_cpu_conv_fwd(c, d, x, w, b, y); }
+static int c_conv_bwd_data(void *c, const struct bt_conv_desc *d, const float *dy, const float *w, float *dx)
+{ return bt_cpu_conv_bwd_data(c, d, dy, w, dx); }
+static int c_conv_bwd_weights(void *c, const struct bt_conv_desc *d, const float *x, const float *dy, float *dw, float *db)
+{ return bt_cpu_conv_bwd_weights(c, d, x, dy, dw, db); }
+static int c_bn_fwd_train(void *c, const struct bt_bn_desc *d, const float *x, const float *g, const float *b,
+			  float *rm, float *rv, float *sm, float *si, float *y)
+{ return bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y); }
+static int c_bn_fwd_infer(void *c, const struct bt_bn_desc *d, const float *x, const float *g, const float *b,
+			  const float *rm, const float *rv, float *y)
+{ return bt_cpu_bn_fwd_infer(c, d, x, g, b, rm, rv, y); }
+static int c_bn_bwd(void *c, const struct bt_bn_desc *d, const float *x, const float *dy, const float *g,
+		    const float *sm, const float *si, float *dx, float *dg, float *db)
+{ return bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
+static size_t c_pool_ws_bytes(void *c, const struct bt_pool_desc *d) { return bt_cpu_pool_ws_bytes(c, d); }
+static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const float *x, float *y, void *ws)
+{ return bt_cpu_pool_fwd(c, d, x, y, ws); }
+static int c_pool_bwd(void *c, const struct bt_pool_desc *d, const float *dy, const void *ws, float *dx)
+{ return bt_cpu_pool_bwd(c, d, dy, ws, dx); }
+static int c_fc_fwd(void *c, const struct bt_fc_desc *d, const float *x, const float *w, const float *b, float *y)
+{ return bt_cpu_fc_fwd(c, d, x, w, b, y); }
+static int c_fc_bwd(void *c, const struct bt_fc_desc *d, const float *x, const float *dy, const float *w,
+		    float *dx, float *dw, float *db)
+{ return bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
+
+static const struct bt_backend_i cpu_backend = {
+	.name = "cpu",
+	.describe = c_describe,
+	.destroy = c_destroy,
+	.alloc = c_alloc,
+	.release = c_release,
+	.upload = c_move,
+	.download = c_move,
+	.zero = c_zero,
+	.conv_fwd = c_conv_fwd,
+	.conv_bwd_data = c_conv_bwd_data,
+	.conv_bwd_weights = c_conv_bwd_weights,
+	.bn_fwd_train = c_bn_fwd_train,
+	.bn_fwd_infer = c_bn_fwd_infer,
+	.bn_bwd = c_bn_bwd,
+	.pool_ws_bytes = c_pool_ws_bytes,
+	.pool_fwd = c_pool_fwd,
+	.pool_bwd = c_pool_bwd,
+	.fc_fwd = c_fc_fwd,
+	.fc_bwd = c_fc_bwd,
+	.relu_fwd = c_relu_fwd,
+	.relu_bwd = c_relu_bwd,
+	.add = c_add,
+	.accumulate = c_accumulate,
+	.copy = c_copy,
+	.gap_fwd = c_gap_fwd,
+	.gap_bwd = c_gap_bwd,
+	.concat_fwd = c_concat_fwd,
+	.concat_bwd = c_concat_bwd,
+	.dropout_fwd = c_dropout_fwd,
+	.mul = c_mul,
+	.softmax_ce = c_softmax_ce,
+	.sgd = c_sgd,
+};
+
+int bt_backend_cpu(struct bt_backend *be, int threads)
+{
+	struct bt_cpu *cpu;
+	int st = bt_cpu_new(&cpu, threads);
+	if (st < 0)
+		return st;
+	be->i = &cpu_backend;
+	be->ctx = cpu;
+	return BT_OK;
+}
+
+void bt_backend_free(struct bt_backend *be)
+{
+	if (be && be->i) {
+		be->i->destroy(be->ctx);
+		be->i = NULL;
+		be->ctx = NULL;
+	}
+}
