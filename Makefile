@@ -119,6 +119,11 @@ check-bats: all $(TEST_GEN)
 check-gpu: all
 	bats tests/gpu
 
+# Packs bin/ and the libraries a bare GPU machine lacks into tests/gpu/carry.tar.xz for
+# tests/gpu/run.sh, the one script a device call runs.
+gpu-prepare: all
+	sh tests/gpu/prepare.sh
+
 demo:
 	@sh .ci/deps.sh
 	@$(MAKE) --no-print-directory all
@@ -150,5 +155,5 @@ clean:
 	rm -f lib/*.o lib/cuda/*.o cmd/*.o lib/libbt.a $(UNIT_TESTS) $(TEST_GEN)
 	rm -rf bin demo-out
 
-.PHONY: all deps check check-unit check-bats check-gpu demo bench install uninstall clean
+.PHONY: all deps check check-unit check-bats check-gpu gpu-prepare demo bench install uninstall clean
 .SECONDARY:
