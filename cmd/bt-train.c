@@ -102,7 +102,8 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		goto fail;
 	if ((st = bt_run_new(&r, &g, &be, batch)) < 0)
 		goto fail;
-	bt_run_init_params(r, 1, 1);
+	if ((st = bt_run_init_params(r, 1, 1)) < 0)
+		goto fail;
 	nx = (size_t)batch * mo->input_size * mo->input_size * mo->in_channels;
 	x = malloc(nx * sizeof *x);
 	labels = malloc((size_t)batch * sizeof *labels);
@@ -154,6 +155,8 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	printf("step        %.2f ms (forward + backward + SGD)\n", 1e3 * train_s / steps);
 	if (inference)
 		printf("inference   %.1f images/s\n", (double)batch * steps / infer_s);
+	printf("activations %zu kB (outputs, gradients and saved state for a batch of %d)\n",
+	       bt_run_activation_bytes(r) / 1024, batch);
 	printf("peak RSS    %ld kB\n", peak_rss_kb());
 	printf("train       images/s\n%.1f\n", (double)batch * steps / train_s);
 	bt_run_free(r);

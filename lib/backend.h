@@ -61,7 +61,8 @@ struct bt_backend_i {
 	int (*fc_bwd)(void *ctx, const struct bt_fc_desc *d, const float *x, const float *dy,
 		      const float *w, float *dx, float *dw, float *db);
 
-	/* Elementwise and data movement; n counts floats. relu_fwd allows y == x. */
+	/* Elementwise and data movement; n counts floats. relu_fwd allows y == x, add allows
+	 * y == a or y == b. */
 	int (*relu_fwd)(void *ctx, const float *x, float *y, size_t n);
 	int (*relu_bwd)(void *ctx, const float *y, const float *dy, float *dx, size_t n);
 	int (*add)(void *ctx, const float *a, const float *b, float *y, size_t n);

@@ -91,11 +91,17 @@ static int c_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, siz
 static int c_add(void *ctx, const float *a, const float *b, float *y, size_t n)
 {
 	(void)ctx;
+	/* y may be a or b (an in-place residual addition). */
 #pragma omp parallel
 	{
 		size_t lo, hi;
 		share(n, &lo, &hi);
-		add_k(y + lo, a + lo, b + lo, hi - lo);
+		if (y == a)
+			acc_k(y + lo, b + lo, hi - lo);
+		else if (y == b)
+			acc_k(y + lo, a + lo, hi - lo);
+		else
+			add_k(y + lo, a + lo, b + lo, hi - lo);
 	}
 	return BT_OK;
 }

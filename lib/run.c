@@ -42,7 +42,6 @@ struct bt_run {
 	int have_loss;
 	int32_t *labels;        /* (batch) on the device, for the loss */
 	float *soft;            /* (batch, classes) on the device */
-	float *host;            /* (nfloats) host staging for initialisation */
 	struct bt_sgd_range *ranges;
 	size_t act_bytes;
 	int profile;
@@ -113,7 +112,6 @@ void bt_run_free(struct bt_run *r)
 	xfree(r, r->mom);
 	xfree(r, r->labels);
 	xfree(r, r->soft);
-	free(r->host);
 	free(r->ranges);
 	free(r);
 }
@@ -149,20 +147,21 @@ static void bn_desc(const struct bt_node *nd, int n, struct bt_bn_desc *d)
 /* Gradient buffers by lifetime. In backward, node i's gradient is first written by its
  * last consumer (the highest node index that reads it; the loss for the output) and last
  * read by node i's own backward, so walking the nodes backwards, a buffer is taken when a
- * gradient is first needed and given back once its node is done. Each buffer is reused by
- * the smallest later gradient it fits (buffers are sized for the batch capacity), which
- * halves the memory of training compared with one gradient buffer per node. */
+ * gradient is first needed and given back once its node is done. Activations die in
+ * backward too: node j's output is last read by node j's own backward (its consumers,
+ * which read it as their input, come later in the graph and so earlier in backward), so
+ * from then on its buffer serves gradients as well. A gradient takes the smallest free
+ * buffer it fits, and a new one only when none does. The logits are kept readable. */
 static int plan_gradients(struct bt_run *r)
 {
 	const struct bt_graph *g = r->g;
-	size_t *cap = NULL;
-	int *busy = NULL, *owner = NULL, nbuf = 0, st = BT_OK;
+	struct slot { float *p; size_t cap; int busy; } *pool = NULL;
+	int *owner = NULL, npool = 0, st = BT_OK;
 
 	owner = malloc((size_t)g->nnodes * sizeof *owner);
-	cap = calloc((size_t)g->nnodes + 1, sizeof *cap);
-	busy = calloc((size_t)g->nnodes + 1, sizeof *busy);
+	pool = calloc(2 * (size_t)g->nnodes + 1, sizeof *pool);
 	r->dypool = calloc((size_t)g->nnodes + 1, sizeof *r->dypool);
-	if (!owner || !cap || !busy || !r->dypool) {
+	if (!owner || !pool || !r->dypool) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory planning gradients");
 		goto out;
 	}
@@ -181,32 +180,38 @@ static int plan_gradients(struct bt_run *r)
 			size_t need = node_elems(g, in, r->batch);
 			if (owner[in] >= 0 || g->nodes[in].op == BT_OP_INPUT)
 				continue;
-			for (int b = 0; b < nbuf; b++)
-				if (!busy[b] && cap[b] >= need && (best < 0 || cap[b] < cap[best]))
+			for (int b = 0; b < npool; b++)
+				if (!pool[b].busy && pool[b].cap >= need && (best < 0 || pool[b].cap < pool[best].cap))
 					best = b;
 			if (best < 0) {
-				if (!(r->dypool[nbuf] = xalloc(r, need * sizeof(float)))) {
+				float *p = xalloc(r, need * sizeof(float));
+				if (!p) {
 					st = bt_error(BT_ERR_NOMEM, "out of memory for gradients of a batch of %d", r->batch);
 					goto out;
 				}
-				cap[nbuf] = need;
-				best = nbuf++;
-				r->ndypool = nbuf;
+				r->dypool[r->ndypool++] = p;
+				pool[npool] = (struct slot){p, need, 0};
+				best = npool++;
 			}
-			busy[best] = 1;
+			pool[best].busy = 1;
 			owner[in] = best;
-			r->nb[in].dy = r->dypool[best];
+			r->nb[in].dy = pool[best].p;
 		}
-		if (j >= 0 && owner[j] >= 0)
-			busy[owner[j]] = 0;
+		if (j < 0)
+			continue;
+		if (owner[j] >= 0)
+			pool[owner[j]].busy = 0;
+		/* An in-place ReLU shares its input's buffer, which dies with that input (an
+		 * earlier node, so later in backward); the input node and the logits stay. */
+		if (!r->nb[j].y_alias && j != g->output && g->nodes[j].op != BT_OP_INPUT)
+			pool[npool++] = (struct slot){r->nb[j].y, node_elems(g, j, r->batch), 0};
 	}
 	/* The input's gradient is never computed; give it the scratch so kernels that
 	 * write one anyway (a batch norm right on the input) have somewhere to. */
 	r->nb[g->input].dy = r->scratch;
 out:
 	free(owner);
-	free(cap);
-	free(busy);
+	free(pool);
 	return st;
 }
 
@@ -231,10 +236,9 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 	r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
 	r->soft = xalloc(r, (size_t)batch * g->nodes[g->output].out.c * sizeof(float));
 	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
-	r->host = malloc((g->nfloats ? g->nfloats : 1) * sizeof(float));
 	r->ranges = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges);
 	r->act_bytes = 0; /* count activations only */
-	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->host || !r->ranges)
+	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->ranges)
 		goto nomem;
 	be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float));
 	be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float));
@@ -250,13 +254,16 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 		struct nodebuf *b = &r->nb[i];
 		if (el > maxel)
 			maxel = el;
-		/* A ReLU may overwrite its input when it is that input's only reader and the
-		 * input's own backward needs its input, not its output (convolution, batch norm,
-		 * addition): ReLU's backward needs only ReLU's output. This saves a third of
-		 * a ResNet's activations. */
-		if (nd->op == BT_OP_RELU && nreaders[nd->in[0]] == 1 && nd->in[0] != g->output &&
+		/* A ReLU, or a residual addition (into its first operand), may overwrite its
+		 * input when it is that input's only reader and the input's own backward needs
+		 * its input, not its output (convolution, batch norm, addition): ReLU's backward
+		 * needs only ReLU's output and addition's nothing. In a ResNet block the last
+		 * batch norm, the addition and the ReLU then share one buffer, as PyTorch's
+		 * in-place `out += identity; relu_(out)` do. */
+		if ((nd->op == BT_OP_RELU || nd->op == BT_OP_ADD) && nreaders[nd->in[0]] == 1 &&
+		    nd->in[0] != g->output &&
 		    (g->nodes[nd->in[0]].op == BT_OP_CONV2D || g->nodes[nd->in[0]].op == BT_OP_BATCHNORM ||
-		     g->nodes[nd->in[0]].op == BT_OP_ADD)) {
+		     (nd->op == BT_OP_RELU && g->nodes[nd->in[0]].op == BT_OP_ADD))) {
 			b->y = r->nb[nd->in[0]].y;
 			b->y_alias = 1;
 		} else if (!(b->y = xalloc(r, el * sizeof(float)))) {
@@ -296,13 +303,17 @@ float *bt_run_momentum(struct bt_run *r) { return r->mom; }
 size_t bt_run_activation_bytes(const struct bt_run *r) { return r->act_bytes; }
 const float *bt_run_logits(const struct bt_run *r) { return r->nb[r->g->output].y; }
 
-void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
+int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 {
 	const struct bt_graph *g = r->g;
-	memset(r->host, 0, g->nfloats * sizeof(float));
+	/* Staged on the host, then uploaded: a backend's memory may not be addressable here. */
+	float *host = calloc(g->nfloats ? g->nfloats : 1, sizeof(float));
+	int st;
+	if (!host)
+		return bt_error(BT_ERR_NOMEM, "out of memory initialising %zu parameters", g->nfloats);
 	for (int i = 0; i < g->nparams; i++) {
 		const struct bt_param *p = &g->params[i];
-		float *w = r->host + p->offset, v = 0;
+		float *w = host + p->offset, v = 0;
 		struct bt_rng rng;
 		switch (p->kind) {
 		case BT_PARAM_WEIGHT: {
@@ -335,8 +346,11 @@ void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 		for (size_t k = 0; k < p->count; k++)
 			w[k] = v;
 	}
-	r->be->i->upload(r->be->ctx, r->params, r->host, g->nfloats * sizeof(float));
-	r->be->i->zero(r->be->ctx, r->mom, g->nfloats * sizeof(float));
+	st = r->be->i->upload(r->be->ctx, r->params, host, g->nfloats * sizeof(float));
+	free(host);
+	if (st == BT_OK)
+		st = r->be->i->zero(r->be->ctx, r->mom, g->nfloats * sizeof(float));
+	return st;
 }
 
 static float *param(struct bt_run *r, const struct bt_node *nd, int k)

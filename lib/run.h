@@ -31,7 +31,7 @@ float *bt_run_momentum(struct bt_run *r);   /* (g->nfloats) */
  * convolution and fully connected weights; zero biases; batch norm gamma 1, beta 0,
  * running mean 0, variance 1; with zero_gamma, gamma 0 for every batch norm marked as the
  * last of a residual branch. Deterministic in seed. */
-void bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
+int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
 
 /* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout. */
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed);
