@@ -133,6 +133,7 @@ bench: all
 	@sh .ci/deps.sh --bench
 	tests/bench/prep.sh
 	tests/bench/aug.sh
+	tests/bench/train-cpu.sh
 
 # ---- install --------------------------------------------------------------------------
 install: all
