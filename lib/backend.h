@@ -79,6 +79,12 @@ struct bt_backend_i {
 			   uint64_t seed);
 	int (*mul)(void *ctx, const float *a, const float *b, float *y, size_t n);
 
+	/* Inference: conv weights (cout, per_out) and bias (cout, or NULL for none) with a
+	 * batch norm folded in: w' = w g / sqrt(var + eps), b' = beta + (b - mean) g / sqrt(var + eps). */
+	int (*bn_fold)(void *ctx, const float *w, const float *bias, const float *gamma,
+		       const float *beta, const float *mean, const float *var, float eps, int cout,
+		       size_t per_out, float *w_out, float *b_out);
+
 	/* Softmax cross-entropy of (n, K) logits divided by T, against labels smoothed by eps
 	 * (1 - eps on the class, eps/(K-1) elsewhere) or soft targets (n, K); writes
 	 * dlogits = (p - q) / (n T) and the mean loss. labels, soft: device memory. */

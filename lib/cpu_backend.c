@@ -201,6 +201,21 @@ static int c_dropout_fwd(void *ctx, const float *x, float *y, float *mask, size_
 	return BT_OK;
 }
 
+static int c_bn_fold(void *ctx, const float *w, const float *bias, const float *gamma, const float *beta,
+		     const float *mean, const float *var, float eps, int cout, size_t per_out, float *w_out,
+		     float *b_out)
+{
+	(void)ctx;
+#pragma omp parallel for schedule(static)
+	for (int o = 0; o < cout; o++) {
+		float s = gamma[o] / sqrtf(var[o] + eps);
+		for (size_t k = 0; k < per_out; k++)
+			w_out[(size_t)o * per_out + k] = w[(size_t)o * per_out + k] * s;
+		b_out[o] = beta[o] + ((bias ? bias[o] : 0.0f) - mean[o]) * s;
+	}
+	return BT_OK;
+}
+
 static int c_softmax_ce(void *ctx, const float *z, const int32_t *labels, const float *soft, int n, int K,
 			float eps, float T, float *dz, double *loss)
 {
@@ -338,6 +353,7 @@ static const struct bt_backend_i cpu_backend = {
 	.concat_bwd = c_concat_bwd,
 	.dropout_fwd = c_dropout_fwd,
 	.mul = c_mul,
+	.bn_fold = c_bn_fold,
 	.softmax_ce = c_softmax_ce,
 	.sgd = c_sgd,
 };

@@ -27,6 +27,9 @@ struct nodebuf {
 	void *ws;               /* max pooling workspace */
 	float *mask;            /* dropout: (N,H,W,C) scale of each element, 0 or 1/(1-p) */
 	int y_alias;            /* y is the input's buffer (an in-place ReLU) */
+	int fold;               /* conv: the batch norm folded into it for inference, -1 if none */
+	float *wfold;           /* conv: (Cout, KH, KW, Cin/g) weights with the batch norm folded in */
+	float *bfold;           /* conv: (Cout) bias likewise */
 };
 
 struct bt_run {
@@ -45,6 +48,7 @@ struct bt_run {
 	struct bt_sgd_range *ranges;
 	size_t act_bytes;
 	int profile;
+	int fuse;               /* fold batch norms into convolutions for inference */
 	double prof_s[BT_OP_COUNT][2];
 	uint64_t prof_n[BT_OP_COUNT][2];
 };
@@ -101,6 +105,8 @@ void bt_run_free(struct bt_run *r)
 		xfree(r, r->nb[i].save_invstd);
 		xfree(r, r->nb[i].ws);
 		xfree(r, r->nb[i].mask);
+		xfree(r, r->nb[i].wfold);
+		xfree(r, r->nb[i].bfold);
 	}
 	for (int i = 0; i < r->ndypool; i++)
 		xfree(r, r->dypool[i]);
@@ -248,10 +254,19 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 	for (int i = 0; i < g->nnodes; i++)
 		for (int k = 0; k < g->nodes[i].nin; k++)
 			nreaders[g->nodes[i].in[k]]++;
+	r->fuse = 1;
+	for (int i = 0; i < g->nnodes; i++)
+		r->nb[i].fold = -1;
 	for (int i = 0; i < g->nnodes; i++) {
 		const struct bt_node *nd = &g->nodes[i];
 		size_t el = node_elems(g, i, batch);
 		struct nodebuf *b = &r->nb[i];
+		/* A batch norm whose input is a convolution read by nothing else folds into that
+		 * convolution's weights and bias in inference: one pass over the activations
+		 * fewer (the folded weights are made at the first inference pass). */
+		if (nd->op == BT_OP_BATCHNORM && g->nodes[nd->in[0]].op == BT_OP_CONV2D &&
+		    nreaders[nd->in[0]] == 1)
+			r->nb[nd->in[0]].fold = i;
 		if (el > maxel)
 			maxel = el;
 		/* A ReLU, or a residual addition (into its first operand), may overwrite its
@@ -363,6 +378,29 @@ static float *grad(struct bt_run *r, const struct bt_node *nd, int k)
 	return nd->param[k] >= 0 ? r->grads + r->g->params[nd->param[k]].offset : NULL;
 }
 
+/* Conv node c's weights and bias with its batch norm folded in, from the current
+ * parameters: w' = w g / sqrt(var + eps), b' = beta + (b - mean) g / sqrt(var + eps). */
+static int fold_weights(struct bt_run *r, int c)
+{
+	const struct bt_graph *g = r->g;
+	const struct bt_node *cv = &g->nodes[c], *bn = &g->nodes[r->nb[c].fold];
+	const struct bt_param *w = &g->params[cv->param[0]];
+	struct nodebuf *b = &r->nb[c];
+	if (!b->wfold) {
+		if (!(b->wfold = xalloc(r, w->count * sizeof(float))) ||
+		    !(b->bfold = xalloc(r, (size_t)cv->out.c * sizeof(float))))
+			return bt_error(BT_ERR_NOMEM, "%s: out of memory for folded weights", cv->name);
+	}
+	return r->be->i->bn_fold(r->be->ctx, param(r, cv, 0), param(r, cv, 1), param(r, bn, 0),
+				 param(r, bn, 1), param(r, bn, 2), param(r, bn, 3), bn->a.bn.eps,
+				 cv->out.c, w->count / (size_t)cv->out.c, b->wfold, b->bfold);
+}
+
+void bt_run_fuse(struct bt_run *r, int on)
+{
+	r->fuse = on;
+}
+
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed)
 {
 	const struct bt_graph *g = r->g;
@@ -389,10 +427,20 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
 			conv_desc(g, nd, n, &d);
+			if (!train && r->fuse && b->fold >= 0) {
+				/* Straight into the batch norm's output, which then has nothing to do. */
+				if ((st = fold_weights(r, i)) == BT_OK) {
+					d.bias = 1;
+					st = be->conv_fwd(ctx, &d, in, b->wfold, b->bfold, r->nb[b->fold].y);
+				}
+				break;
+			}
 			st = be->conv_fwd(ctx, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
 			break;
 		}
 		case BT_OP_BATCHNORM: {
+			if (!train && r->fuse && r->nb[nd->in[0]].fold == i)
+				break;
 			struct bt_bn_desc d;
 			bn_desc(nd, n, &d);
 			if (train)

@@ -35,6 +35,11 @@ int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
 
 /* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout. */
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed);
+/* Inference passes fold each batch norm that directly follows a convolution (read by
+ * nothing else) into the convolution's weights; on by default. Off gives the unfused
+ * computation, for tests. */
+void bt_run_fuse(struct bt_run *r, int on);
+
 /* The logits of the last forward pass: (n, classes). */
 const float *bt_run_logits(const struct bt_run *r);
 

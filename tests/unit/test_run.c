@@ -240,6 +240,36 @@ TEST(tiny_model_fits_a_tiny_batch)
 	bt_graph_free(&g);
 }
 
+/* Inference with batch norms folded into the convolutions gives the unfused logits. */
+TEST(folded_inference_matches)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[4 * 6 * 6 * 3], plain[4 * 5];
+	int32_t labels[4] = {0, 1, 2, 3};
+	double l;
+	CHECK_EQ(small_net(&g, 5), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 4), BT_OK);
+	bt_run_init_params(r, 11, 0);
+	fill(x, sizeof x / sizeof *x, 12, 1.0f);
+	/* a few training steps so that running statistics and gammas are not trivial */
+	for (int s = 0; s < 5; s++) {
+		CHECK_EQ(bt_run_forward(r, x, 4, 1, 0), BT_OK);
+		CHECK_EQ(bt_run_loss(r, labels, NULL, 0, 1, &l), BT_OK);
+		CHECK_EQ(bt_run_backward(r), BT_OK);
+		bt_run_sgd(r, 0.1f, 0.9f, 0, 0);
+	}
+	bt_run_fuse(r, 0);
+	CHECK_EQ(bt_run_forward(r, x, 4, 0, 0), BT_OK);
+	memcpy(plain, bt_run_logits(r), sizeof plain);
+	bt_run_fuse(r, 1);
+	CHECK_EQ(bt_run_forward(r, x, 4, 0, 0), BT_OK);
+	for (int i = 0; i < 20; i++)
+		CHECK(fabsf(bt_run_logits(r)[i] - plain[i]) <= 1e-4f + 1e-4f * fabsf(plain[i]));
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
 TEST(dropout_train_and_eval)
 {
 	struct bt_graph g;
@@ -290,6 +320,7 @@ int main(void)
 	RUN(sgd_formula);
 	RUN(tiny_model_fits_a_tiny_batch);
 	RUN(dropout_train_and_eval);
+	RUN(folded_inference_matches);
 	bt_backend_free(&be);
 	return test_summary();
 }
