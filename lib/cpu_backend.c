@@ -61,30 +61,31 @@ static void acc_k(float *restrict y, const float *restrict a, size_t n)
 		y[k] += a[k];
 }
 
+/* Runs STMT on every thread with lo, hi its share of n elements. */
+#define PAR_SHARE(n, STMT)                                                                   \
+	do {                                                                                 \
+		_Pragma("omp parallel")                                                      \
+		{                                                                            \
+			size_t lo, hi;                                                       \
+			share((n), &lo, &hi);                                                \
+			STMT;                                                                \
+		}                                                                            \
+	} while (0)
+
 static int c_relu_fwd(void *ctx, const float *x, float *y, size_t n)
 {
 	(void)ctx;
-#pragma omp parallel
-	{
-		size_t lo, hi;
-		share(n, &lo, &hi);
-		if (x == y)
-			relu_inplace_k(y + lo, hi - lo);
-		else
-			relu_fwd_k(y + lo, x + lo, hi - lo);
-	}
+	if (x == y)
+		PAR_SHARE(n, relu_inplace_k(y + lo, hi - lo));
+	else
+		PAR_SHARE(n, relu_fwd_k(y + lo, x + lo, hi - lo));
 	return BT_OK;
 }
 
 static int c_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, size_t n)
 {
 	(void)ctx;
-#pragma omp parallel
-	{
-		size_t lo, hi;
-		share(n, &lo, &hi);
-		relu_bwd_k(dx + lo, dy + lo, y + lo, hi - lo);
-	}
+	PAR_SHARE(n, relu_bwd_k(dx + lo, dy + lo, y + lo, hi - lo));
 	return BT_OK;
 }
 
@@ -92,41 +93,26 @@ static int c_add(void *ctx, const float *a, const float *b, float *y, size_t n)
 {
 	(void)ctx;
 	/* y may be a or b (an in-place residual addition). */
-#pragma omp parallel
-	{
-		size_t lo, hi;
-		share(n, &lo, &hi);
-		if (y == a)
-			acc_k(y + lo, b + lo, hi - lo);
-		else if (y == b)
-			acc_k(y + lo, a + lo, hi - lo);
-		else
-			add_k(y + lo, a + lo, b + lo, hi - lo);
-	}
+	if (y == a)
+		PAR_SHARE(n, acc_k(y + lo, b + lo, hi - lo));
+	else if (y == b)
+		PAR_SHARE(n, acc_k(y + lo, a + lo, hi - lo));
+	else
+		PAR_SHARE(n, add_k(y + lo, a + lo, b + lo, hi - lo));
 	return BT_OK;
 }
 
 static int c_mul(void *ctx, const float *a, const float *b, float *y, size_t n)
 {
 	(void)ctx;
-#pragma omp parallel
-	{
-		size_t lo, hi;
-		share(n, &lo, &hi);
-		mul_k(y + lo, a + lo, b + lo, hi - lo);
-	}
+	PAR_SHARE(n, mul_k(y + lo, a + lo, b + lo, hi - lo));
 	return BT_OK;
 }
 
 static int c_accumulate(void *ctx, float *y, const float *x, size_t n)
 {
 	(void)ctx;
-#pragma omp parallel
-	{
-		size_t lo, hi;
-		share(n, &lo, &hi);
-		acc_k(y + lo, x + lo, hi - lo);
-	}
+	PAR_SHARE(n, acc_k(y + lo, x + lo, hi - lo));
 	return BT_OK;
 }
 

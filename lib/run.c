@@ -45,7 +45,8 @@ struct bt_run {
 	int have_loss;
 	int32_t *labels;        /* (batch) on the device, for the loss */
 	float *soft;            /* (batch, classes) on the device */
-	struct bt_sgd_range *ranges;
+	struct bt_sgd_range *ranges[2]; /* the optimizer's ranges, without and with no_bias_decay */
+	int nranges[2];
 	size_t act_bytes;
 	int profile;
 	int fuse;               /* fold batch norms into convolutions for inference */
@@ -118,7 +119,8 @@ void bt_run_free(struct bt_run *r)
 	xfree(r, r->mom);
 	xfree(r, r->labels);
 	xfree(r, r->soft);
-	free(r->ranges);
+	free(r->ranges[0]);
+	free(r->ranges[1]);
 	free(r);
 }
 
@@ -221,6 +223,30 @@ out:
 	return st;
 }
 
+/* The optimizer's ranges: consecutive trainable tensors with the same decay rule merge
+ * into one (the alignment gaps between them hold zeros in every arena, which the update
+ * keeps at zero); a running statistic between them ends a range. */
+static void plan_ranges(struct bt_run *r, int no_bias_decay)
+{
+	const struct bt_graph *g = r->g;
+	struct bt_sgd_range *rg = r->ranges[no_bias_decay];
+	int nr = 0, prev_trainable = 0;
+	for (int i = 0; i < g->nparams; i++) {
+		const struct bt_param *p = &g->params[i];
+		int decay = !(no_bias_decay && p->kind != BT_PARAM_WEIGHT);
+		if (!p->trainable) {
+			prev_trainable = 0;
+			continue;
+		}
+		if (nr && prev_trainable && rg[nr - 1].decay == decay)
+			rg[nr - 1].count = p->offset + p->count - rg[nr - 1].offset;
+		else
+			rg[nr++] = (struct bt_sgd_range){p->offset, p->count, decay};
+		prev_trainable = 1;
+	}
+	r->nranges[no_bias_decay] = nr;
+}
+
 int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch)
 {
 	struct bt_run *r;
@@ -242,9 +268,10 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 	r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
 	r->soft = xalloc(r, (size_t)batch * g->nodes[g->output].out.c * sizeof(float));
 	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
-	r->ranges = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges);
+	r->ranges[0] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[0]);
+	r->ranges[1] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[1]);
 	r->act_bytes = 0; /* count activations only */
-	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->ranges)
+	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->ranges[0] || !r->ranges[1])
 		goto nomem;
 	be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float));
 	be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float));
@@ -301,6 +328,8 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 		goto nomem;
 	if ((st = plan_gradients(r)) < 0)
 		goto fail;
+	plan_ranges(r, 0);
+	plan_ranges(r, 1);
 	free(nreaders);
 	*out = r;
 	return st;
@@ -701,21 +730,6 @@ int bt_run_backward(struct bt_run *r)
 
 void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
 {
-	const struct bt_graph *g = r->g;
-	int nr = 0;
-	/* Neighbouring tensors with the same rule merge into one range (the alignment gaps
-	 * between them hold zeros in every arena, which the update keeps at zero). */
-	for (int i = 0; i < g->nparams; i++) {
-		const struct bt_param *p = &g->params[i];
-		int decay = !(no_bias_decay && p->kind != BT_PARAM_WEIGHT);
-		if (!p->trainable)
-			continue;
-		if (nr && r->ranges[nr - 1].decay == decay && r->ranges[nr - 1].offset + r->ranges[nr - 1].count <= p->offset &&
-		    i > 0 && g->params[i - 1].trainable) {
-			r->ranges[nr - 1].count = p->offset + p->count - r->ranges[nr - 1].offset;
-			continue;
-		}
-		r->ranges[nr++] = (struct bt_sgd_range){p->offset, p->count, decay};
-	}
-	r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges, nr, lr, momentum, wd);
+	int k = no_bias_decay ? 1 : 0;
+	r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges[k], r->nranges[k], lr, momentum, wd);
 }
