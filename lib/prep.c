@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int bt_encoding_parse(const char *name)
 {
@@ -436,15 +435,13 @@ out:
 	/* Commit both outputs or neither: a failure committing the second removes the first. */
 	for (k = 0; k < nout; k++) {
 		if (st == BT_OK) {
+			uint64_t bytes = bt_record_writer_final_bytes(w[k]);
 			st = bt_record_writer_commit(w[k]);
 			w[k] = NULL;
-			if (st == BT_OK) {
-				struct stat sb;
-				if (strcmp(stats->out[k], "-") != 0 && stat(stats->out[k], &sb) == 0)
-					stats->bytes_out += (uint64_t)sb.st_size;
-			} else if (k == 1) {
+			if (st == BT_OK)
+				stats->bytes_out += bytes; /* also right for standard output */
+			else if (k == 1)
 				remove(stats->out[0]);
-			}
 		}
 		bt_record_writer_abort(w[k]);
 		w[k] = NULL;

@@ -273,6 +273,14 @@ int bt_record_writer_set_classes(bt_record_writer *w, uint32_t n, const char *co
 uint64_t bt_record_writer_count(const bt_record_writer *w) { return w->n; }
 uint64_t bt_record_writer_bytes(const bt_record_writer *w) { return w->off; }
 
+uint64_t bt_record_writer_final_bytes(const bt_record_writer *w)
+{
+	uint64_t n = w->off + 16 + 8 * w->n + 4 + 4 + BT_RECORD_TRAILER;
+	for (uint32_t i = 0; i < w->nclasses; i++)
+		n += 4 + strlen(w->classes[i]);
+	return n;
+}
+
 /* Footer and trailer for records at offs[0..n), the footer starting at byte footer_off.
  * Shared by the writer and by reindex. */
 static int write_footer(FILE *fp, const char *name, uint64_t footer_off, const uint64_t *offs,

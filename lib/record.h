@@ -101,6 +101,8 @@ void bt_record_writer_set_sync(bt_record_writer *w, int sync);
 int bt_record_writer_set_classes(bt_record_writer *w, uint32_t n, const char *const *names);
 uint64_t bt_record_writer_count(const bt_record_writer *w);
 uint64_t bt_record_writer_bytes(const bt_record_writer *w);
+/* The size the file will have once committed: what is written plus footer and trailer. */
+uint64_t bt_record_writer_final_bytes(const bt_record_writer *w);
 /* Writes footer and trailer, flushes, fsyncs, renames; frees w in every case. */
 int bt_record_writer_commit(bt_record_writer *w);
 /* Discards everything written; frees w. */

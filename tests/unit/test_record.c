@@ -169,7 +169,13 @@ TEST(roundtrip_and_seek)
 		CHECK_EQ(bt_record_writer_put(w, &a), BT_OK);
 	}
 	CHECK_EQ(bt_record_writer_count(w), n);
-	CHECK_EQ(bt_record_writer_commit(w), BT_OK);
+	{
+		uint64_t final = bt_record_writer_final_bytes(w);
+		struct stat sb;
+		CHECK_EQ(bt_record_writer_commit(w), BT_OK);
+		CHECK(stat(tmp("many.btr"), &sb) == 0);
+		CHECK_EQ((uint64_t)sb.st_size, final);
+	}
 	CHECK(access(tmp("many.btr"), F_OK) == 0);
 
 	CHECK_EQ(bt_record_reader_open(&r, tmp("many.btr")), BT_OK);
