@@ -52,7 +52,8 @@ endif
 # ---- sources --------------------------------------------------------------------------
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
-	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c
+	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c lib/train.c \
+	lib/checkpoint.c lib/ckpt_model.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 else
@@ -61,14 +62,15 @@ endif
 LIB_OBJS = $(LIB_SRCS:.c=.o) $(CUDA_SRCS:.cu=.o)
 LIB_HDRS = $(wildcard lib/*.h)
 
-TOOLS = bt-prep bt-info bt-aug bt-train
+TOOLS = bt-prep bt-info bt-aug bt-train bt-eval
 TOOL_BINS = $(TOOLS:%=bin/%)
 TOOL_COMMON = cmd/tool.o
 
 UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
 	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph \
-	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run
-TEST_GEN = tests/gen/mkimg tests/gen/mkdata
+	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run tests/unit/test_train \
+	tests/unit/test_checkpoint
+TEST_GEN = tests/gen/mkimg tests/gen/mkdata tests/gen/mkckpt
 
 # ---- build ----------------------------------------------------------------------------
 all: lib/libbt.a $(TOOL_BINS)
@@ -149,6 +151,7 @@ install: all
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%)
 	rm -f $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1) $(DESTDIR)$(MANDIR)/man5/bt-record.5 \
+		$(DESTDIR)$(MANDIR)/man5/bt-checkpoint.5 \
 		$(DESTDIR)$(MANDIR)/man7/bt.7
 	rm -rf $(DESTDIR)$(DATADIR)
 

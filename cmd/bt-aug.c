@@ -101,31 +101,6 @@ static const struct option longopts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-/* "a" or "a,b,c" into v[3] (one value is used for every channel). */
-static int parse_triple(const char *opt, const char *s, float v[3], int nonzero)
-{
-	char buf[256], *tok, *save = NULL;
-	double x[3];
-	int n = 0;
-	if (strlen(s) >= sizeof buf)
-		return tool_usage_error("%s: value too long", opt), -1;
-	strcpy(buf, s);
-	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (n == 3)
-			return tool_usage_error("%s takes one or three numbers, not '%s'", opt, s), -1;
-		if (tool_parse_double(opt, tok, -1e6, 1e6, &x[n]) < 0)
-			return -1;
-		if (nonzero && x[n] == 0)
-			return tool_usage_error("%s: values must not be 0", opt), -1;
-		n++;
-	}
-	if (n != 1 && n != 3)
-		return tool_usage_error("%s takes one or three numbers, not '%s'", opt, s), -1;
-	for (int i = 0; i < 3; i++)
-		v[i] = (float)x[n == 1 ? 0 : i];
-	return 0;
-}
-
 static void report_skips(const struct bt_batch *b)
 {
 	for (uint32_t i = 0; i < b->skipped; i++) {
@@ -368,12 +343,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_NO_FLIP: train.flip = 0; break;
 		case OPT_MEAN:
-			if (parse_triple("--mean", optarg, train.mean, 0) < 0)
+			if (tool_parse_triple("--mean", optarg, train.mean, 0) < 0)
 				return 2;
 			memcpy(eval.mean, train.mean, sizeof eval.mean);
 			break;
 		case OPT_STD:
-			if (parse_triple("--std", optarg, train.std, 1) < 0)
+			if (tool_parse_triple("--std", optarg, train.std, 1) < 0)
 				return 2;
 			memcpy(eval.std, train.std, sizeof eval.std);
 			break;

@@ -1,4 +1,5 @@
-/* bt-info: describes record files (counts, kinds, sizes, classes) and the visible CUDA
+/* bt-info: describes record files (counts, kinds, sizes, classes), checkpoints (model,
+ * classes, normalisation, training state, recipe, tensors), zoo models and the visible CUDA
  * devices, as "key value" text or as one JSON object per file. */
 #include <getopt.h>
 #include <stdio.h>
@@ -6,6 +7,7 @@
 #include <string.h>
 
 #include "bt.h"
+#include "checkpoint.h"
 #include "device.h"
 #include "graph.h"
 #include "record.h"
@@ -20,7 +22,8 @@ static const char usage_text[] =
 	"       bt-info -h | --help | -V | --version\n";
 
 static const char help_text[] =
-	"Describe bt record files ('-' reads standard input) or the visible CUDA devices.\n"
+	"Describe bt record files ('-' reads standard input) and checkpoints, zoo models, or the\n"
+	"visible CUDA devices.\n"
 	"\n"
 	"      --json      one JSON object per file (or for the devices)\n"
 	"      --devices   list CUDA devices: name, memory, multiprocessors, compute capability\n"
@@ -245,6 +248,179 @@ static int info_file(const char *file, int json)
 	return 0;
 }
 
+/* ---- checkpoints */
+
+/* A checkpoint by its magic; anything else (a record file, standard input) is left to the
+ * record reader, whose errors name the file. */
+static int is_checkpoint(const char *file)
+{
+	static const uint8_t magic[8] = {0x89, 'B', 'T', 'C', '\r', '\n', 0x1a, '\n'};
+	uint8_t b[8];
+	size_t n;
+	FILE *fp;
+
+	if (strcmp(file, "-") == 0 || !(fp = fopen(file, "rb")))
+		return 0;
+	n = fread(b, 1, sizeof b, fp);
+	fclose(fp);
+	return n >= 4 && memcmp(b, magic, n) == 0;
+}
+
+static int is_momentum(const char *name)
+{
+	return strncmp(name, "momentum/", 9) == 0;
+}
+
+static int is_statistic(const char *name)
+{
+	size_t n = strlen(name);
+	return (n >= 13 && strcmp(name + n - 13, ".running_mean") == 0) ||
+	       (n >= 12 && strcmp(name + n - 12, ".running_var") == 0);
+}
+
+/* Trainable parameters: the elements of every tensor but momentum and running statistics
+ * (the count bt-info --model gives). */
+static uint64_t ckpt_parameters(const struct bt_ckpt *c, size_t *nmomentum)
+{
+	uint64_t n = 0;
+	*nmomentum = 0;
+	for (size_t i = 0; i < c->ntensors; i++) {
+		const struct bt_ckpt_tensor *t = &c->tensors[i];
+		if (is_momentum(t->name)) {
+			(*nmomentum)++;
+		} else if (!is_statistic(t->name)) {
+			uint64_t e = 1;
+			for (int d = 0; d < t->ndim; d++)
+				e *= t->shape[d];
+			n += e;
+		}
+	}
+	return n;
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+	for (; s && *s; s++)
+		if (*s == '\n' || s[1] == 0)
+			n++;
+	return n;
+}
+
+static void ckpt_text(const char *file, const struct bt_ckpt *c)
+{
+	const char *model = bt_ckpt_get(c, BT_CKPT_SPEC, "model");
+	const char *size = bt_ckpt_get(c, BT_CKPT_SPEC, "input_size");
+	const char *chans = bt_ckpt_get(c, BT_CKPT_SPEC, "in_channels");
+	const char *classes = bt_ckpt_get(c, BT_CKPT_SPEC, "classes");
+	const char *epoch = bt_ckpt_get(c, BT_CKPT_STATE, "epoch");
+	const char *epochs = bt_ckpt_get(c, BT_CKPT_STATE, "epochs");
+	const char *complete = bt_ckpt_get(c, BT_CKPT_STATE, "complete");
+	const char *best = bt_ckpt_get(c, BT_CKPT_STATE, "best_top1");
+	const char *best_epoch = bt_ckpt_get(c, BT_CKPT_STATE, "best_epoch");
+	const char *v;
+	size_t nmom;
+	uint64_t params = ckpt_parameters(c, &nmom);
+	size_t nlines = count_lines(c->metrics);
+
+	printf("file       %s\n", file);
+	printf("format     bt-checkpoint, version %d\n", BT_CKPT_VERSION);
+	printf("bytes      %zu\n", c->file_size);
+	printf("model      %s\n", model ? model : "-");
+	if (size)
+		printf("input      %sx%s%s%s\n", size, size, chans ? "x" : "", chans ? chans : "");
+	if (classes)
+		printf("classes    %s\n", classes);
+	else
+		printf("classes    %u\n", c->nclasses);
+	for (uint32_t i = 0; i < c->nclasses; i++)
+		printf("class %-4u %s\n", i, c->classes[i]);
+	if ((v = bt_ckpt_get(c, BT_CKPT_SPEC, "mean")))
+		printf("mean       %s\n", v);
+	if ((v = bt_ckpt_get(c, BT_CKPT_SPEC, "std")))
+		printf("std        %s\n", v);
+	if ((v = bt_ckpt_get(c, BT_CKPT_SPEC, "crop_ratio")))
+		printf("crop ratio %s\n", v);
+	if ((v = bt_ckpt_get(c, BT_CKPT_SPEC, "resize")) && strcmp(v, "0") != 0)
+		printf("resize     %s\n", v);
+	if (epoch)
+		printf("epoch      %s%s%s\n", epoch, epochs ? " of " : "", epochs ? epochs : "");
+	if ((v = bt_ckpt_get(c, BT_CKPT_STATE, "iteration")))
+		printf("iteration  %s\n", v);
+	if (complete)
+		printf("complete   %s\n", strcmp(complete, "1") == 0 ? "yes" : "no");
+	if (best) {
+		if (best[0] == '-')
+			printf("best top-1 none\n");
+		else
+			printf("best top-1 %s%s%s%s\n", best, best_epoch ? " (epoch " : "",
+			       best_epoch ? best_epoch : "", best_epoch ? ")" : "");
+	}
+	printf("tensors    %zu (%zu momentum)\n", c->ntensors, nmom);
+	printf("parameters %llu\n", (unsigned long long)params);
+	printf("metrics    %zu line%s\n", nlines, nlines == 1 ? "" : "s");
+	for (size_t i = 0; i < c->nkv[BT_CKPT_RECIPE]; i++)
+		printf("recipe     %s=%s\n", c->kv[BT_CKPT_RECIPE][i].key, c->kv[BT_CKPT_RECIPE][i].value);
+}
+
+static void json_kv(const struct bt_ckpt *c, int section)
+{
+	printf("{");
+	for (size_t i = 0; i < c->nkv[section]; i++) {
+		printf("%s", i ? "," : "");
+		json_str(c->kv[section][i].key);
+		putchar(':');
+		json_str(c->kv[section][i].value);
+	}
+	printf("}");
+}
+
+static void ckpt_json(const char *file, const struct bt_ckpt *c)
+{
+	size_t nmom;
+	uint64_t params = ckpt_parameters(c, &nmom);
+
+	printf("{\"file\":");
+	json_str(file);
+	printf(",\"format\":\"bt-checkpoint\",\"version\":%d,\"size\":%zu,\"spec\":", BT_CKPT_VERSION,
+	       c->file_size);
+	json_kv(c, BT_CKPT_SPEC);
+	printf(",\"state\":");
+	json_kv(c, BT_CKPT_STATE);
+	printf(",\"recipe\":");
+	json_kv(c, BT_CKPT_RECIPE);
+	printf(",\"classes\":[");
+	for (uint32_t i = 0; i < c->nclasses; i++) {
+		printf("%s", i ? "," : "");
+		json_str(c->classes[i]);
+	}
+	printf("],\"parameters\":%llu,\"tensors\":[", (unsigned long long)params);
+	for (size_t i = 0; i < c->ntensors; i++) {
+		const struct bt_ckpt_tensor *t = &c->tensors[i];
+		printf("%s{\"name\":", i ? "," : "");
+		json_str(t->name);
+		printf(",\"dtype\":\"%s\",\"shape\":[", bt_dtype_name(t->dtype));
+		for (int d = 0; d < t->ndim; d++)
+			printf("%s%llu", d ? "," : "", (unsigned long long)t->shape[d]);
+		printf("]}");
+	}
+	printf("],\"metrics_lines\":%zu}\n", count_lines(c->metrics));
+}
+
+static int info_checkpoint(const char *file, int json)
+{
+	struct bt_ckpt c;
+	int st = bt_ckpt_read(&c, file);
+	if (st < 0)
+		return tool_fail(st);
+	if (json)
+		ckpt_json(file, &c);
+	else
+		ckpt_text(file, &c);
+	bt_ckpt_free(&c);
+	return 0;
+}
+
 static int devices(int json)
 {
 	char reason[256] = "", rt[32], drv[32];
@@ -404,7 +580,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < argc; i++) {
 		if (i && !json)
 			putchar('\n');
-		if (info_file(argv[i], json))
+		if (is_checkpoint(argv[i]) ? info_checkpoint(argv[i], json) : info_file(argv[i], json))
 			rc = 1;
 	}
 	return rc;

@@ -16,8 +16,7 @@ volatile sig_atomic_t tool_interrupted;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	tool_interrupted = 1;
+	tool_interrupted = sig;
 }
 
 void tool_catch_signals(void)
@@ -221,4 +220,28 @@ const char *tool_bytes(uint64_t n, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%.1f %s", x, unit[u]);
 	return buf;
+}
+
+int tool_parse_triple(const char *opt, const char *s, float v[3], int nonzero)
+{
+	char buf[256], *tok, *save = NULL;
+	double x[3];
+	int n = 0;
+	if (strlen(s) >= sizeof buf)
+		return tool_usage_error("%s: value too long", opt), -1;
+	strcpy(buf, s);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (n == 3)
+			return tool_usage_error("%s takes one or three numbers, not '%s'", opt, s), -1;
+		if (tool_parse_double(opt, tok, -1e6, 1e6, &x[n]) < 0)
+			return -1;
+		if (nonzero && x[n] == 0)
+			return tool_usage_error("%s: values must not be 0", opt), -1;
+		n++;
+	}
+	if (n != 1 && n != 3)
+		return tool_usage_error("%s takes one or three numbers, not '%s'", opt, s), -1;
+	for (int i = 0; i < 3; i++)
+		v[i] = (float)x[n == 1 ? 0 : i];
+	return 0;
 }

@@ -22,12 +22,14 @@ int tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 int tool_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *v);
 int tool_parse_int(const char *opt, const char *s, int min, int max, int *v);
 int tool_parse_double(const char *opt, const char *s, double min, double max, double *v);
+/* "a" or "a,b,c" into v[3] (one value is used for every channel); nonzero refuses 0. */
+int tool_parse_triple(const char *opt, const char *s, float v[3], int nonzero);
 
 /* Non-empty lines of a text file (trailing CR/LF removed). Returns a library status. */
 int tool_read_lines(const char *path, char ***lines, uint32_t *n);
 void tool_free_lines(char **lines, uint32_t n);
 
-/* SIGINT and SIGTERM set tool_interrupted instead of killing the tool, without
+/* SIGINT and SIGTERM set tool_interrupted (to the signal's number) instead of killing the tool, without
  * SA_RESTART, so that a read blocked on a pipe returns and the tool can remove its partial
  * output. The library polls the flag through its cancel pointers. */
 extern volatile sig_atomic_t tool_interrupted;

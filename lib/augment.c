@@ -185,6 +185,11 @@ void bt_aug_draw(const struct bt_aug_params *p, uint32_t width, uint32_t height,
 		d->order[i] = i;
 	if (width == 0 || height == 0)
 		return; /* bt_aug_apply refuses the empty box */
+	if (p->identity) {
+		d->w = width;
+		d->h = height;
+		return;
+	}
 	if (!p->train) {
 		draw_eval(p, width, height, d);
 		return;
@@ -332,6 +337,8 @@ int bt_aug_channels(const struct bt_record *rec)
 	case BT_PAYLOAD_PNG:
 		return 3;
 	case BT_PAYLOAD_RAW:
+	case BT_PAYLOAD_F32:
+	case BT_PAYLOAD_F16:
 		return rec->ndim >= 3 ? (int)rec->shape[2] : 1;
 	}
 	return 0;
@@ -810,6 +817,50 @@ static int plan(const struct bt_aug_params *p, const struct bt_aug_draw *d, int 
 	return bt_taps_init(s->tv, y0, y1, yl, yh, p->size);
 }
 
+/* An already augmented image: normalisation or conversion only. */
+static int apply_identity(const struct bt_aug_params *p, const struct bt_record *rec, void *out)
+{
+	static const size_t in_elem[] = { [BT_PAYLOAD_RAW] = 1, [BT_PAYLOAD_F32] = 4, [BT_PAYLOAD_F16] = 2 };
+	int C = bt_aug_channels(rec);
+	size_t n, i;
+
+	if (rec->kind != BT_PAYLOAD_RAW && rec->kind != BT_PAYLOAD_F32 && rec->kind != BT_PAYLOAD_F16)
+		return bt_error(BT_ERR_UNSUPPORTED, "an augmented stream holds raw, f32 or f16 images, not %s",
+				bt_payload_name(rec->kind));
+	if (rec->ndim != 3 || rec->shape[0] != p->size || rec->shape[1] != p->size || C < 1 || C > 3)
+		return bt_error(BT_ERR_FORMAT, "augmented image is %ux%ux%u, expected %ux%u with 1 to 3 channels",
+				(unsigned)rec->shape[0], (unsigned)rec->shape[1], (unsigned)rec->shape[2],
+				(unsigned)p->size, (unsigned)p->size);
+	n = (size_t)p->size * p->size * C;
+	if (rec->size != n * in_elem[rec->kind])
+		return bt_error(BT_ERR_FORMAT, "augmented image of %llu bytes, shape says %zu",
+				(unsigned long long)rec->size, n * in_elem[rec->kind]);
+	if (rec->kind != BT_PAYLOAD_RAW && p->format == BT_AUG_U8)
+		return bt_error(BT_ERR_UNSUPPORTED, "cannot turn normalised %s images back into uint8",
+				bt_payload_name(rec->kind));
+	for (i = 0; i < n; i++) {
+		float v;
+		if (rec->kind == BT_PAYLOAD_RAW) {
+			if (p->format == BT_AUG_U8) {
+				((uint8_t *)out)[i] = rec->data[i];
+				continue;
+			}
+			v = ((float)rec->data[i] - p->mean[i % C]) * (1.0f / p->std[i % C]);
+		} else if (rec->kind == BT_PAYLOAD_F32) {
+			memcpy(&v, rec->data + 4 * i, 4);
+		} else {
+			uint16_t h;
+			memcpy(&h, rec->data + 2 * i, 2);
+			v = bt_f16_to_f32(h);
+		}
+		if (p->format == BT_AUG_F32)
+			((float *)out)[i] = v;
+		else
+			((uint16_t *)out)[i] = bt_f32_to_f16(v);
+	}
+	return BT_OK;
+}
+
 int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		 const struct bt_record *rec, void *out, struct bt_aug_scratch *s)
 {
@@ -823,6 +874,8 @@ int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 	    (p->format != BT_AUG_U8 && p->format != BT_AUG_F32 && p->format != BT_AUG_F16))
 		return bt_error(BT_ERR_INVALID, "bad parameters (size %u, format %d)",
 				(unsigned)p->size, p->format);
+	if (p->identity)
+		return apply_identity(p, rec, out);
 	if (rec->kind != BT_PAYLOAD_JPEG && rec->kind != BT_PAYLOAD_PNG &&
 	    rec->kind != BT_PAYLOAD_RAW)
 		return bt_error(BT_ERR_UNSUPPORTED, "cannot augment a %s payload",

@@ -43,6 +43,9 @@ struct bt_aug_params {
 	float mean[3], std[3];         /* (123.68, 116.779, 103.939), (58.393, 57.12, 57.375) */
 	int format;                    /* enum bt_aug_format */
 	uint64_t max_pixels;           /* refuse decoding larger images; 0: no limit */
+	int identity;                  /* the images are already augmented (a bt-aug stream): each
+					* must be size x size; raw uint8 pixels are only normalised,
+					* f32 and f16 tensors (already normalised) only converted */
 };
 
 /* The random choices for one image, and the crop box they imply. */
@@ -74,7 +77,7 @@ struct bt_aug_scratch;
 struct bt_aug_scratch *bt_aug_scratch_new(void);
 void bt_aug_scratch_free(struct bt_aug_scratch *s);
 
-/* Output channels for a record: 3 for JPEG/PNG, the stored count for raw. */
+/* Output channels for a record: 3 for JPEG/PNG, the stored count for raw, f32 and f16. */
 int bt_aug_channels(const struct bt_record *rec);
 /* Bytes of one output image: size * size * channels * (1, 4 or 2). */
 size_t bt_aug_out_bytes(const struct bt_aug_params *p, int channels);

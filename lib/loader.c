@@ -441,6 +441,11 @@ int bt_loader_open(bt_loader **out, const char *path, const struct bt_loader_opt
 		l->total = l->bpe * o->epochs;
 		if (l->bpe == 0)
 			l->total = 0;
+		if (o->first_batch > l->total) {
+			st = bt_error(BT_ERR_INVALID, "%s: cannot start at batch %llu: there are %llu",
+				      l->path, (unsigned long long)o->first_batch, (unsigned long long)l->total);
+			goto fail;
+		}
 	} else {
 		const char *why = bt_record_reader_footer_problem(l->r);
 		if (o->shuffle || o->epochs > 1) {
@@ -451,6 +456,7 @@ int bt_loader_open(bt_loader **out, const char *path, const struct bt_loader_opt
 		}
 		l->total = UINT64_MAX;
 	}
+	l->next = l->turn = l->consumed = o->first_batch;
 	l->nring = (size_t)o->threads + 2;
 	if (!(l->ring = calloc(l->nring, sizeof *l->ring))) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory");

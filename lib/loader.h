@@ -22,6 +22,8 @@ struct bt_loader_opts {
 	uint64_t epoch;            /* the first epoch's number (for the RNG and the order) */
 	uint64_t epochs;           /* epochs to produce, >= 1 (more than 1 needs a seekable file) */
 	uint64_t limit;            /* records per epoch, 0: all */
+	uint64_t first_batch;      /* start at this batch of the first epoch (resuming mid-epoch);
+				    * a stream is then taken as the continuation from that batch */
 	int drop_last;             /* drop each epoch's last, partial batch */
 	int skip_bad;              /* skip undecodable images instead of failing */
 	int record_crc;            /* fill bt_batch.crc in the workers (for writers of records) */

@@ -4,7 +4,7 @@
 
 load helper
 
-TOOLS="bt-prep bt-info bt-aug bt-train"
+TOOLS="bt-prep bt-info bt-aug bt-train bt-eval"
 
 man_page() {
 	echo "$TOP/man/man1/$1.1"

@@ -1188,7 +1188,7 @@ TEST(test_errors)
 	/* Payloads that are not images, or raw ones that do not add up. */
 	r.kind = BT_PAYLOAD_F32;
 	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, s), BT_ERR_UNSUPPORTED);
-	CHECK_EQ(bt_aug_channels(&r), 0);
+	CHECK_EQ(bt_aug_channels(&r), 3);
 	r = raw_record(px, W, H, 2);
 	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, s), BT_ERR_UNSUPPORTED);
 	r = raw_record(px, W, H, 3);
@@ -1201,6 +1201,56 @@ TEST(test_errors)
 	free(jpg);
 	free(px);
 	bt_aug_scratch_free(s);
+}
+
+/* identity: an already augmented stream is only normalised (uint8) or converted (f32, f16). */
+TEST(test_identity_stream)
+{
+	struct bt_aug_params p;
+	struct bt_aug_draw d;
+	struct bt_rng g;
+	uint8_t px[4 * 4 * 3];
+	float f[4 * 4 * 3], out[4 * 4 * 3];
+	uint16_t h[4 * 4 * 3], oh[4 * 4 * 3];
+	struct bt_record r;
+	bt_aug_defaults(&p, 1);
+	p.size = 4;
+	p.identity = 1;
+	p.format = BT_AUG_F32;
+	for (int i = 0; i < 48; i++) {
+		px[i] = (uint8_t)(i * 5);
+		f[i] = (float)i / 7 - 3;
+		h[i] = bt_f32_to_f16(f[i]);
+	}
+	bt_rng_seed(&g, 1);
+	bt_aug_draw(&p, 4, 4, &g, &d);
+	CHECK(d.x == 0 && d.y == 0 && d.w == 4 && d.h == 4 && !d.flip);
+	r = raw_record(px, 4, 4, 3);
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_OK);
+	for (int i = 0; i < 48; i++)
+		CHECK(out[i] == ((float)px[i] - p.mean[i % 3]) * (1.0f / p.std[i % 3]));
+	r.kind = BT_PAYLOAD_F32;
+	r.data = (const uint8_t *)f;
+	r.size = sizeof f;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_OK);
+	CHECK(memcmp(out, f, sizeof f) == 0);
+	r.kind = BT_PAYLOAD_F16;
+	r.data = (const uint8_t *)h;
+	r.size = sizeof h;
+	p.format = BT_AUG_F16;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, oh, NULL), BT_OK);
+	CHECK(memcmp(oh, h, sizeof h) == 0);
+	/* uint8 out of normalised data, a wrong size, a wrong byte count, a JPEG */
+	p.format = BT_AUG_U8;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, oh, NULL), BT_ERR_UNSUPPORTED);
+	p.format = BT_AUG_F32;
+	p.size = 5;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_ERR_FORMAT);
+	p.size = 4;
+	r.size--;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_ERR_FORMAT);
+	r.kind = BT_PAYLOAD_JPEG;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_ERR_UNSUPPORTED);
 }
 
 int main(void)
@@ -1225,5 +1275,6 @@ int main(void)
 	RUN(test_determinism);
 	RUN(test_simd_same_bytes);
 	RUN(test_errors);
+	RUN(test_identity_stream);
 	return test_summary();
 }
