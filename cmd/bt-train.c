@@ -38,7 +38,7 @@
 static const char usage_text[] =
 	"usage: bt-train --model NAME --train TRAIN.btr [--val VAL.btr] -o RUNDIR [options]\n"
 	"       bt-train --resume RUNDIR [--train FILE] [--val FILE] [-j N] [--data-workers N]\n"
-	"                [--log-interval N] [-q]\n"
+	"                [--log-interval N] [--save-frequency N] [--keep K] [-q]\n"
 	"       bt-train --benchmark --model NAME [--batch-size B] [--input-size S]\n"
 	"                [--in-channels C] [--classes K] [--steps N] [--warmup N] [-j N]\n"
 	"                [--no-inference] [--profile]\n"
@@ -48,6 +48,7 @@ static const char help_text[] =
 	"Train a zoo model (bt-info --model list) on bt record files with the Bag of Tricks\n"
 	"recipe. Options follow GluonCV's train_imagenet.py.\n"
 	"\n"
+	"      --model NAME        the zoo model (bt-info --model list)\n"
 	"  -o, --output RUNDIR     the run directory: last.btc, best.btc, epoch-NNNN.btc,\n"
 	"                          metrics.jsonl\n"
 	"      --train FILE        training records ('-': an augmented stream, see --epoch-size)\n"
@@ -644,6 +645,7 @@ static int end_epoch(struct trainer *t, double epoch_t0, uint64_t epoch_images, 
 	char line[1024], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], name[64];
 	uint64_t e = p->epoch;
 	int st, best = 0;
+	double train_dt = tool_now() - epoch_t0;
 
 	if (t->rc.val[0]) {
 		if (!t->quiet && isatty(2))
@@ -664,7 +666,7 @@ static int end_epoch(struct trainer *t, double epoch_t0, uint64_t epoch_images, 
 		 (unsigned long long)e, (unsigned long long)p->iteration, jnum(loss, b1, sizeof b1),
 		 jnum(lr, b2, sizeof b2), jnum(acc, b3, sizeof b3), jnum(top1, b4, sizeof b4),
 		 jnum(top5, b5, sizeof b5), jnum(vloss, b6, sizeof b6),
-		 dt > 0 ? (double)epoch_images / dt : 0.0, run_seconds(t));
+		 train_dt > 0 ? (double)epoch_images / train_dt : 0.0, run_seconds(t));
 	if ((st = metrics_add(t, line)) < 0)
 		return st;
 	if (!t->quiet) {
@@ -688,15 +690,16 @@ static int end_epoch(struct trainer *t, double epoch_t0, uint64_t epoch_images, 
 		snprintf(name, sizeof name, "epoch-%04llu.btc", (unsigned long long)p->epoch);
 		if ((st = link_in_run(t, "last.btc", name)) < 0)
 			return st;
-		/* Keep the newest `keep` epoch checkpoints. */
-		if (t->rc.keep && p->epoch > (uint64_t)t->rc.keep * t->rc.save_frequency) {
-			uint64_t old = p->epoch - (uint64_t)t->rc.keep * t->rc.save_frequency;
-			char *q;
-			snprintf(name, sizeof name, "epoch-%04llu.btc", (unsigned long long)old);
-			if ((q = run_path(t, name))) {
-				unlink(q);
-				free(q);
+		/* Keep the newest `keep` epoch checkpoints (the names sort by epoch). */
+		if (t->rc.keep) {
+			glob_t gl;
+			char *pat = run_path(t, "epoch-[0-9][0-9][0-9][0-9]*.btc");
+			if (pat && glob(pat, 0, NULL, &gl) == 0) {
+				for (size_t i = 0; i + (size_t)t->rc.keep < gl.gl_pathc; i++)
+					unlink(gl.gl_pathv[i]);
+				globfree(&gl);
 			}
+			free(pat);
 		}
 	}
 	return BT_OK;
@@ -837,8 +840,13 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 		bt_record_reader *rd;
 		if ((st = bt_record_reader_open(&rd, rc->train)) < 0)
 			goto fail;
-		if (bt_record_reader_has_footer(rd))
-			t->bpe = bt_record_reader_count(rd) / (uint64_t)rc->batch_size;
+		if (!bt_record_reader_has_footer(rd)) {
+			bt_record_reader_close(rd);
+			st = bt_error(BT_ERR_FORMAT, "%s has no footer (an unfinished file?): training shuffles and needs one; bt-prep --reindex adds it",
+				      rc->train);
+			goto fail;
+		}
+		t->bpe = bt_record_reader_count(rd) / (uint64_t)rc->batch_size;
 		bt_record_reader_close(rd);
 		if (t->bpe == 0) {
 			st = bt_error(BT_ERR_FORMAT, "%s: fewer records than one batch of %d", rc->train, rc->batch_size);
@@ -850,6 +858,16 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 		if (t->bpe == 0) {
 			st = bt_error(BT_ERR_INVALID, "--epoch-size %llu is less than one batch of %d",
 				      (unsigned long long)rc->epoch_size, rc->batch_size);
+			goto fail;
+		}
+	}
+	if (ck) {
+		uint64_t was;
+		if ((st = bt_ckpt_get_u64(ck, BT_CKPT_STATE, "batches_per_epoch", &was)) < 0)
+			goto fail;
+		if (was != t->bpe) {
+			st = bt_error(BT_ERR_INVALID, "%s gives %llu batches per epoch; the run had %llu: resume with the same training records",
+				      rc->train, (unsigned long long)t->bpe, (unsigned long long)was);
 			goto fail;
 		}
 	}
@@ -927,10 +945,9 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	fflush(t->mf);
 
 	if (!t->quiet) {
-		char pb[32];
-		tool_err("%s %s: %s, %d classes, %dx%dx%d input, %s parameters, batch %d, %llu steps per epoch, lr %g (%s), %s",
+		tool_err("%s %s: %s, %d classes, %dx%dx%d input, %.3gM parameters, batch %d, %llu steps per epoch, lr %g (%s), %s",
 			 ck ? "resuming" : "training", rc->model, rc->train, t->K, t->mo.input_size, t->mo.input_size,
-			 t->mo.in_channels, tool_bytes(bt_graph_trainable(&t->g), pb, sizeof pb), rc->batch_size,
+			 t->mo.in_channels, bt_graph_trainable(&t->g) / 1e6, rc->batch_size,
 			 (unsigned long long)t->bpe, lr, bt_lr_mode_name(rc->lr_mode), t->be.i->describe(t->be.ctx));
 		if (ck)
 			tool_err("from epoch %llu, batch %llu (iteration %llu)", (unsigned long long)p->epoch + 1,
@@ -1261,6 +1278,8 @@ int main(int argc, char **argv)
 	if (bench) {
 		if (!t.rc.model[0])
 			return tool_usage_error("--benchmark needs --model NAME (bt-info --model list)");
+		if (!known_model(t.rc.model))
+			return tool_usage_error("unknown model '%s' (bt-info --model list)", t.rc.model);
 		bmo.input_size = t.rc.input_size;
 		bmo.classes = t.rc.classes;
 		bmo.in_channels = in_channels;

@@ -19,9 +19,9 @@ load helper
 	[[ "$output" != *"inference"* ]]
 }
 
-@test "errors: unknown model, no --benchmark or no --model (2)" {
+@test "errors: unknown model, no --benchmark or no --model (2); an input too small (1)" {
 	run bt-train --benchmark --model resnet51
-	[ "$status" -eq 1 ]
+	[ "$status" -eq 2 ]
 	[[ "$output" == "bt-train: unknown model 'resnet51'"* ]]
 	run bt-train --model cifar_resnet20_v1
 	[ "$status" -eq 2 ]
@@ -284,4 +284,14 @@ print("ok")'
 	[ "$status" -eq 1 ] && [[ "$output" == *"missing.btr"* ]]
 	run bt-train $RECIPE --batch-size 5000 -o r3
 	[ "$status" -eq 1 ] && [[ "$output" == *"fewer records than one batch"* ]]
+}
+
+@test "--save-frequency and --keep: the newest K epoch checkpoints stay" {
+	fashion
+	run bt-train $RECIPE --num-epochs 5 --save-frequency 2 --keep 2 --val "" -o run -q
+	[ "$status" -eq 0 ]
+	# saved after epochs 2, 4 and 5 (the last); kept: 4 and 5
+	[ "$(cd run && echo epoch-*.btc)" = "epoch-0004.btc epoch-0005.btc" ]
+	[ ! -f run/best.btc ]
+	cmp run/last.btc run/epoch-0005.btc
 }
