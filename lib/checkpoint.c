@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "checkpoint.h"
 #include "bt.h"
+#include "le.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,12 +38,6 @@ static const int text_tag[BT_CKPT_NSECTIONS] = {S_SPEC, S_STAT, S_RCPE};
 #define MAX_NAME 65535u
 #define IOBUF (1u << 20)
 
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 static uint64_t align_up(uint64_t v) { return (v + BT_CKPT_ALIGN - 1) & ~(uint64_t)(BT_CKPT_ALIGN - 1); }
 
 const char *bt_dtype_name(int dtype)

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "record.h"
 #include "bt.h"
+#include "le.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,12 +27,6 @@ static const uint8_t end_marker[4] = {'B', 'T', 'R', 'E'};
 #define MAX_CLASS_NAME (1u << 16)
 #define IOBUF (1u << 20)
 
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
 const char *bt_payload_name(int kind)
 {
