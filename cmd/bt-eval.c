@@ -24,6 +24,7 @@
 #include "loader.h"
 #include "run.h"
 #include "tool.h"
+#include "train.h"
 #include "zoo.h"
 
 static const char usage_text[] =
@@ -220,8 +221,8 @@ static int score_batch(struct tally *t, const struct bt_batch *b, const float *l
 	for (uint32_t i = 0; i < b->n; i++) {
 		const float *row = logits + (size_t)i * K;
 		int32_t label = b->labels[i];
-		double m, s = 0, lse;
-		int rank = 0;
+		double lse;
+		int rank;
 
 		if (label < 0)
 			return bt_error(BT_ERR_FORMAT, "%s: record %llu has no label; bt-eval scores labelled records only",
@@ -229,21 +230,10 @@ static int score_batch(struct tally *t, const struct bt_batch *b, const float *l
 		if (label >= K)
 			return bt_error(BT_ERR_FORMAT, "%s: record %llu has label %d, but the model has %d classes (0 to %d)",
 					data, (unsigned long long)b->index[i], (int)label, K, K - 1);
-		/* log-softmax in double, shifted by the largest logit so that exp cannot overflow */
-		m = row[0];
-		for (int j = 1; j < K; j++)
-			if (row[j] > m)
-				m = row[j];
-		for (int j = 0; j < K; j++)
-			s += exp((double)row[j] - m);
-		lse = m + log(s);
-		t->loss_sum += lse - (double)row[label];
-		/* the label's place in the order best_classes uses */
-		for (int j = 0; j < K; j++)
-			if (row[j] > row[label] || (row[j] == row[label] && j < label))
-				rank++;
-		if (isnan(row[label]))
-			rank = K; /* never a hit, as best_classes puts NaN last */
+		/* the loss, and the label's place in the order best_classes uses */
+		double loss = bt_score_logits(row, K, label, &rank);
+		t->loss_sum += loss;
+		lse = loss + (double)row[label];
 		best_classes(row, K, t->topk, t->best);
 		t->images++;
 		t->class_images[label]++;

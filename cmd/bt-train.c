@@ -445,6 +445,7 @@ struct trainer {
 	double t_session;                  /* when this process started training */
 	double seconds_before;             /* training seconds of earlier sessions */
 	uint64_t signal_at;                /* raise SIGTERM after this iteration (0: never) */
+	int tty;                           /* standard error is a terminal: a progress line */
 };
 
 static char *run_path(const struct trainer *t, const char *name)
@@ -602,24 +603,15 @@ static int validate(struct trainer *t, double *top1, double *top5, double *loss)
 			break;
 		z = bt_run_logits(t->r);
 		for (uint32_t i = 0; i < b->n; i++) {
-			const float *zi = z + (size_t)i * K;
-			int y = b->labels[i], above = 0;
-			double m = zi[0], s = 0;
+			int y = b->labels[i], rank;
 			if (y < 0 || y >= K) {
 				st = bt_error(BT_ERR_FORMAT, "%s: record %llu has label %d, outside 0..%d", t->rc.val,
 					      (unsigned long long)b->index[i], y, K - 1);
 				goto out;
 			}
-			for (int k = 0; k < K; k++) {
-				if (zi[k] > m)
-					m = zi[k];
-				above += zi[k] > zi[y];
-			}
-			for (int k = 0; k < K; k++)
-				s += exp((double)zi[k] - m);
-			lsum += m + log(s) - zi[y];
-			hit1 += above == 0;
-			hit5 += above < k5;
+			lsum += bt_score_logits(z + (size_t)i * K, K, y, &rank);
+			hit1 += rank == 0;
+			hit5 += rank < k5;
 			n++;
 		}
 	}
@@ -803,7 +795,7 @@ static void log_step(struct trainer *t, double lr, double ips, double eta)
 	char extra[160];
 	if (t->quiet)
 		return;
-	if (isatty(2)) {
+	if (t->tty) {
 		snprintf(extra, sizeof extra, "epoch %llu/%d loss %.4f lr %.4g %.0f img/s ETA %dm%02ds",
 			 (unsigned long long)p->epoch + 1, t->rc.num_epochs, loss, lr, ips, (int)(eta / 60),
 			 (int)fmod(eta, 60));
@@ -954,6 +946,7 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 				 (unsigned long long)p->batch, (unsigned long long)p->iteration);
 	}
 	t->t_session = tool_now();
+	t->tty = isatty(2);
 	epoch_t0 = log_t0 = t->t_session;
 	remaining = (uint64_t)rc->num_epochs * t->bpe - p->iteration;
 
@@ -994,7 +987,7 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 		epoch_images += b->n;
 		log_images += b->n;
 		remaining--;
-		if (p->batch % (uint64_t)rc->log_interval == 0 || p->batch == t->bpe || isatty(2)) {
+		if (p->batch % (uint64_t)rc->log_interval == 0 || p->batch == t->bpe || t->tty) {
 			double now = tool_now(), ips = now > log_t0 ? log_images / (now - log_t0) : 0;
 			if (p->batch % (uint64_t)rc->log_interval == 0) {
 				char line[512], b1[32], b2[32], b3[32];

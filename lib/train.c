@@ -136,3 +136,18 @@ int bt_train_hits(const float *logits, const int32_t *labels, int n, int K, floa
 	}
 	return hits;
 }
+
+double bt_score_logits(const float *z, int K, int y, int *rank)
+{
+	double m = z[0], s = 0;
+	int r = 0;
+	for (int k = 1; k < K; k++)
+		if (z[k] > m)
+			m = z[k];
+	for (int k = 0; k < K; k++) {
+		s += exp((double)z[k] - m);
+		r += z[k] > z[y] || (z[k] == z[y] && k < y);
+	}
+	*rank = isnan(z[y]) ? K : r;
+	return m + log(s) - z[y];
+}

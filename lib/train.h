@@ -60,4 +60,10 @@ void bt_soft_targets(float *q, const int32_t *labels, int n, int K, float eps, f
  * partner's label when lam < 0.5 (the label that dominates the mixed image). */
 int bt_train_hits(const float *logits, const int32_t *labels, int n, int K, float lam);
 
+/* For scoring one image: the cross-entropy -log softmax(z)_y of its K logits (log-softmax
+ * in double, shifted by the largest logit), and in *rank the number of classes ranked
+ * before y: a larger logit, or an equal one with a lower index (the order of a stable
+ * sort; a NaN logit for y ranks last). Top-k counts the image when rank < k. */
+double bt_score_logits(const float *z, int K, int y, int *rank);
+
 #endif

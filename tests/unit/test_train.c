@@ -1,7 +1,7 @@
 /* test_train.c: the recipe's arithmetic (lib/train.c) against its formulas: schedule
  * values at known iterations for warmup, step, cosine and poly; Beta and Gamma sample
  * moments; the mixup coefficient's determinism; in-place mixing; soft targets of label
- * smoothing and mixup; training hits. */
+ * smoothing and mixup; training hits; the loss and rank of one image's logits. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -162,6 +162,23 @@ TEST(hits_follow_the_dominant_label)
 	CHECK(bt_train_hits(z, y, 2, 3, 0.3f) == 2);
 }
 
+TEST(score_logits)
+{
+	float z[4] = { 1, 3, 3, -2 };
+	int rank;
+	double lse = log(exp(1.0) + 2 * exp(3.0) + exp(-2.0));
+	CHECK(near(bt_score_logits(z, 4, 1, &rank), lse - 3, 1e-12) && rank == 0);
+	/* a tie goes to the lower index */
+	CHECK(near(bt_score_logits(z, 4, 2, &rank), lse - 3, 1e-12) && rank == 1);
+	CHECK(near(bt_score_logits(z, 4, 3, &rank), lse + 2, 1e-12) && rank == 3);
+	/* large logits do not overflow */
+	z[0] = 1000;
+	CHECK(near(bt_score_logits(z, 4, 0, &rank), 0, 1e-12) && rank == 0);
+	z[0] = NAN;
+	bt_score_logits(z, 4, 0, &rank);
+	CHECK(rank == 4);
+}
+
 int main(void)
 {
 	RUN(warmup_is_linear);
@@ -173,5 +190,6 @@ int main(void)
 	RUN(mixup_batch_pairs_reversed);
 	RUN(soft_targets);
 	RUN(hits_follow_the_dominant_label);
+	RUN(score_logits);
 	return test_summary();
 }
