@@ -8,7 +8,35 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* A whole file into *data (malloc'd); its length, or -1. */
+static inline long file_bytes(const char *path, uint8_t **data)
+{
+	FILE *fp = fopen(path, "rb");
+	long n;
+	if (!fp)
+		return -1;
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	rewind(fp);
+	*data = malloc(n ? n : 1);
+	if (fread(*data, 1, n, fp) != (size_t)n)
+		n = -1;
+	fclose(fp);
+	return n;
+}
+
+/* Writes n bytes as the whole file. */
+static inline void put_file(const char *path, const uint8_t *d, long n)
+{
+	FILE *fp = fopen(path, "wb");
+	if (n)
+		fwrite(d, 1, n, fp);
+	fclose(fp);
+}
 
 static int test_passed, test_failed, test_cur_failed;
 

@@ -35,29 +35,6 @@ static const char *tmp(const char *name)
 	return b;
 }
 
-static long file_bytes(const char *path, uint8_t **data)
-{
-	FILE *fp = fopen(path, "rb");
-	long n;
-	if (!fp)
-		return -1;
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	rewind(fp);
-	*data = malloc(n ? n : 1);
-	if (fread(*data, 1, n, fp) != (size_t)n)
-		n = -1;
-	fclose(fp);
-	return n;
-}
-
-static void put_file(const char *path, const uint8_t *d, long n)
-{
-	FILE *fp = fopen(path, "wb");
-	if (n)
-		fwrite(d, 1, n, fp);
-	fclose(fp);
-}
 
 /* ---- the golden file: a few keys per section, two classes, one metrics line, one f32 and
  * one f16 tensor. */

@@ -53,28 +53,6 @@ static int write_golden(const char *path)
 	return bt_record_writer_commit(w);
 }
 
-static long file_bytes(const char *path, uint8_t **data)
-{
-	FILE *fp = fopen(path, "rb");
-	long n;
-	if (!fp)
-		return -1;
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	rewind(fp);
-	*data = malloc(n ? n : 1);
-	if (fread(*data, 1, n, fp) != (size_t)n)
-		n = -1;
-	fclose(fp);
-	return n;
-}
-
-static void put_file(const char *path, const uint8_t *d, long n)
-{
-	FILE *fp = fopen(path, "wb");
-	fwrite(d, 1, n, fp);
-	fclose(fp);
-}
 
 static void copy_cut(const char *from, const char *to, long keep)
 {
