@@ -183,11 +183,22 @@ static int plan_gradients(struct bt_run *r)
 		if (j >= 0)
 			for (int k = 0; k < g->nodes[j].nin; k++)
 				want[nwant++] = g->nodes[j].in[k];
+		int handed = 0;
 		for (int k = 0; k < nwant; k++) {
 			int in = want[k], best = -1;
 			size_t need = node_elems(g, in, r->batch);
 			if (owner[in] >= 0 || g->nodes[in].op == BT_OP_INPUT)
 				continue;
+			/* An addition passes its gradient to its inputs unchanged. The first input
+			 * it is the first writer for (no other reader comes later) takes over the
+			 * sum's own buffer, which dies with this step, instead of a copy of it. */
+			if (j >= 0 && g->nodes[j].op == BT_OP_ADD && !handed && owner[j] >= 0 &&
+			    need == node_elems(g, j, r->batch)) {
+				handed = 1;
+				owner[in] = owner[j];
+				r->nb[in].dy = r->nb[j].dy;
+				continue;
+			}
 			for (int b = 0; b < npool; b++)
 				if (!pool[b].busy && pool[b].cap >= need && (best < 0 || pool[b].cap < pool[best].cap))
 					best = b;
@@ -207,7 +218,7 @@ static int plan_gradients(struct bt_run *r)
 		}
 		if (j < 0)
 			continue;
-		if (owner[j] >= 0)
+		if (owner[j] >= 0 && !handed)
 			pool[owner[j]].busy = 0;
 		/* An in-place ReLU shares its input's buffer, which dies with that input (an
 		 * earlier node, so later in backward); the input node and the logits stay. */
@@ -680,7 +691,8 @@ int bt_run_backward(struct bt_run *r)
 				if (g->nodes[in].op == BT_OP_INPUT)
 					continue;
 				dx = dx_target(r, in, &pend);
-				st = be->copy(ctx, dx, dy, el);
+				if (dx != dy) /* the input that took over the sum's buffer has it already */
+					st = be->copy(ctx, dx, dy, el);
 				if (st == BT_OK)
 					st = settle(r, in, pend);
 			}
