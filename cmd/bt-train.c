@@ -442,6 +442,8 @@ struct trainer {
 	size_t metrics_len, metrics_cap;
 	FILE *mf;
 	float *xbuf, *soft;
+	float *logits;              /* (batch, K) on the host */
+	float *hparams, *hmom;      /* host copies of the arenas, for checkpoints */
 	double t_session;                  /* when this process started training */
 	double seconds_before;             /* training seconds of earlier sessions */
 	uint64_t signal_at;                /* raise SIGTERM after this iteration (0: never) */
@@ -525,7 +527,8 @@ static int save_checkpoint(struct trainer *t, const char *path)
 		goto out;
 	if (t->metrics && (st = bt_ckpt_set_metrics(&c, t->metrics)) < 0)
 		goto out;
-	if ((st = bt_ckpt_put_params(&c, &t->g, bt_run_params(t->r), bt_run_momentum(t->r))) < 0)
+	if ((st = bt_run_read_state(t->r, t->hparams, t->hmom)) < 0 ||
+	    (st = bt_ckpt_put_params(&c, &t->g, t->hparams, t->hmom)) < 0)
 		goto out;
 	st = bt_ckpt_write(&c, path);
 out:
@@ -599,9 +602,10 @@ static int validate(struct trainer *t, double *top1, double *top5, double *loss)
 				      b->channels, t->mo.in_channels);
 			break;
 		}
-		if ((st = bt_run_forward(t->r, b->data, (int)b->n, 0, 0)) < 0)
+		if ((st = bt_run_forward(t->r, b->data, (int)b->n, 0, 0)) < 0 ||
+		    (st = bt_run_read_logits(t->r, t->logits, (int)b->n)) < 0)
 			break;
-		z = bt_run_logits(t->r);
+		z = t->logits;
 		for (uint32_t i = 0; i < b->n; i++) {
 			int y = b->labels[i], rank;
 			if (y < 0 || y >= K) {
@@ -781,7 +785,9 @@ static int step(struct trainer *t, const struct bt_batch *b, double lr, double *
 	if (!isfinite(*loss))
 		return bt_error(BT_ERR_INVALID, "the loss is %g at iteration %llu (learning rate %g too high?)",
 				*loss, (unsigned long long)t->pos.iteration, lr);
-	*hits = bt_train_hits(bt_run_logits(t->r), b->labels, n, K, lam);
+	if ((st = bt_run_read_logits(t->r, t->logits, n)) < 0)
+		return st;
+	*hits = bt_train_hits(t->logits, b->labels, n, K, lam);
 	if ((st = bt_run_backward(t->r)) < 0)
 		return st;
 	bt_run_sgd(t->r, (float)lr, (float)rc->momentum, (float)rc->wd, rc->no_wd);
@@ -894,21 +900,26 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	    (st = bt_backend_cpu(&t->be, t->threads)) < 0 ||
 	    (st = bt_run_new(&t->r, &t->g, &t->be, rc->batch_size)) < 0)
 		goto fail;
-	if (ck)
-		st = bt_ckpt_get_params(ck, &t->g, bt_run_params(t->r), bt_run_momentum(t->r));
-	else
-		st = bt_run_init_params(t->r, rc->seed, rc->last_gamma);
-	if (st < 0)
-		goto fail;
 	{
 		size_t per = (size_t)t->train_aug.size * t->train_aug.size * t->mo.in_channels;
 		t->xbuf = malloc((size_t)rc->batch_size * per * sizeof(float));
 		t->soft = malloc((size_t)rc->batch_size * t->K * sizeof(float));
-		if (!t->xbuf || !t->soft) {
+		t->logits = malloc((size_t)rc->batch_size * t->K * sizeof(float));
+		t->hparams = calloc(t->g.nfloats ? t->g.nfloats : 1, sizeof(float)); /* zero gaps */
+		t->hmom = calloc(t->g.nfloats ? t->g.nfloats : 1, sizeof(float));
+		if (!t->xbuf || !t->soft || !t->logits || !t->hparams || !t->hmom) {
 			st = bt_error(BT_ERR_NOMEM, "out of memory for a batch");
 			goto fail;
 		}
 	}
+	if (ck) {
+		if ((st = bt_ckpt_get_params(ck, &t->g, t->hparams, t->hmom)) >= 0)
+			st = bt_run_write_state(t->r, t->hparams, t->hmom);
+	} else {
+		st = bt_run_init_params(t->r, rc->seed, rc->last_gamma);
+	}
+	if (st < 0)
+		goto fail;
 
 	/* The schedule, in iterations. */
 	if (rc->base_lr > 0)
@@ -1151,6 +1162,9 @@ static void trainer_free(struct trainer *t)
 	free(t->metrics);
 	free(t->xbuf);
 	free(t->soft);
+	free(t->logits);
+	free(t->hparams);
+	free(t->hmom);
 	if (t->mf)
 		fclose(t->mf);
 }

@@ -358,6 +358,36 @@ float *bt_run_momentum(struct bt_run *r) { return r->mom; }
 size_t bt_run_activation_bytes(const struct bt_run *r) { return r->act_bytes; }
 const float *bt_run_logits(const struct bt_run *r) { return r->nb[r->g->output].y; }
 
+int bt_run_read_logits(struct bt_run *r, float *logits, int n)
+{
+	size_t bytes = (size_t)n * r->g->nodes[r->g->output].out.c * sizeof(float);
+	if (n < 0 || n > r->batch)
+		return bt_error(BT_ERR_INVALID, "run: %d rows of logits from a batch of %d", n, r->batch);
+	return r->be->i->download(r->be->ctx, logits, r->nb[r->g->output].y, bytes);
+}
+
+int bt_run_read_state(struct bt_run *r, float *params, float *momentum)
+{
+	size_t bytes = r->g->nfloats * sizeof(float);
+	int st = BT_OK;
+	if (params)
+		st = r->be->i->download(r->be->ctx, params, r->params, bytes);
+	if (st == BT_OK && momentum)
+		st = r->be->i->download(r->be->ctx, momentum, r->mom, bytes);
+	return st;
+}
+
+int bt_run_write_state(struct bt_run *r, const float *params, const float *momentum)
+{
+	size_t bytes = r->g->nfloats * sizeof(float);
+	int st = BT_OK;
+	if (params)
+		st = r->be->i->upload(r->be->ctx, r->params, params, bytes);
+	if (st == BT_OK && momentum)
+		st = r->be->i->upload(r->be->ctx, r->mom, momentum, bytes);
+	return st;
+}
+
 int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 {
 	const struct bt_graph *g = r->g;

@@ -40,8 +40,15 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
  * computation, for tests. */
 void bt_run_fuse(struct bt_run *r, int on);
 
-/* The logits of the last forward pass: (n, classes). */
+/* The logits of the last forward pass: (n, classes), in the backend's memory. */
 const float *bt_run_logits(const struct bt_run *r);
+
+/* Host copies, for callers that must not care where the backend keeps its memory:
+ * the first n rows of the logits (n, classes); the parameter and momentum arenas
+ * (g->nfloats each; either pointer may be NULL). */
+int bt_run_read_logits(struct bt_run *r, float *logits, int n);
+int bt_run_read_state(struct bt_run *r, float *params, float *momentum);
+int bt_run_write_state(struct bt_run *r, const float *params, const float *momentum);
 
 /* Softmax cross-entropy of the logits against labels, with label smoothing eps (the
  * paper's definition: 1 - eps on the true class, eps / (K - 1) elsewhere), or against soft
