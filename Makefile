@@ -7,6 +7,10 @@
 # oneDNN (Debian's libdnnl-dev) is required: the CPU backend's convolutions, batch norm,
 # pooling and inner products run through it; .ci/deps.sh installs it.
 #
+# The CUDA backend (lib/cuda/backend.cu, kernels.cu) needs nvcc and cuDNN; without cuDNN,
+# or with CUDA=0, bt_backend_cuda says so at run time. cuDNN and cuBLAS link as shared
+# libraries (too large to link statically), the CUDA runtime statically.
+#
 # Adding a source file to the library: LIB_SRCS (or CUDA_SRCS for .cu). A tool: TOOLS.
 # A unit test: UNIT_TESTS. See docs/DESIGN.md for the full checklists.
 
@@ -36,6 +40,11 @@ HAVE_CUDNN := $(if $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h 
 HAVE_NCCL := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),yes,no)
 CUDA_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 CUDA_LIBS = -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+ifeq ($(HAVE_CUDNN),yes)
+# cuDNN and cuBLAS are not linked: lib/cuda/dl.cu loads them when a CUDA backend is made
+# (lib/cuda/dl.h says why). libstdc++: nvcc's kernel launch stubs use guarded statics.
+CUDA_LIBS = -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt -lpthread
+endif
 else
 HAVE_CUDNN := no
 HAVE_NCCL := no
@@ -53,14 +62,19 @@ endif
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
 	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c lib/train.c \
-	lib/checkpoint.c lib/ckpt_model.c
+	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
+ifeq ($(HAVE_CUDNN),yes)
+CUDA_SRCS += lib/cuda/backend.cu lib/cuda/kernels.cu lib/cuda/dl.cu
+else
+LIB_SRCS += lib/cuda/backend_nocudnn.c
+endif
 else
 LIB_SRCS += lib/device_nocuda.c
 endif
 LIB_OBJS = $(LIB_SRCS:.c=.o) $(CUDA_SRCS:.cu=.o)
-LIB_HDRS = $(wildcard lib/*.h)
+LIB_HDRS = $(wildcard lib/*.h lib/cuda/*.h)
 
 TOOLS = bt-prep bt-info bt-aug bt-train bt-eval
 TOOL_BINS = $(TOOLS:%=bin/%)
@@ -71,6 +85,8 @@ UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source
 	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run tests/unit/test_train \
 	tests/unit/test_checkpoint
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata tests/gen/mkckpt
+# CPU against CUDA, op by op and over training runs; without a device it says so and passes.
+GPU_TESTS = tests/gpu/test_cuda
 
 # ---- build ----------------------------------------------------------------------------
 all: lib/libbt.a $(TOOL_BINS)
@@ -85,7 +101,7 @@ lib/cpu_backend.o: CFLAGS += -O3
 lib/%.o: lib/%.c $(LIB_HDRS)
 	$(CC) $(BT_CFLAGS) $(CFLAGS) -c $< -o $@
 
-lib/cuda/%.o: lib/cuda/%.cu $(LIB_HDRS)
+lib/cuda/%.o: lib/cuda/%.cu $(LIB_HDRS) $(wildcard lib/cuda/*.h)
 	$(NVCC) $(CUDA_ARCH) $(NVCCFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
 
 cmd/%.o: cmd/%.c cmd/tool.h $(LIB_HDRS)
@@ -101,14 +117,17 @@ tests/unit/%: tests/unit/%.c tests/unit/test.h lib/libbt.a
 tests/gen/%: tests/gen/%.c lib/libbt.a
 	$(CC) $(BT_CFLAGS) $(CFLAGS) -o $@ $< lib/libbt.a $(CUDA_LIBS) $(LDLIBS)
 
+tests/gpu/%: tests/gpu/%.c tests/unit/test.h lib/libbt.a
+	$(CC) $(BT_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< lib/libbt.a $(CUDA_LIBS) $(LDLIBS)
+
 # ---- tests ----------------------------------------------------------------------------
 deps:
 	@sh .ci/deps.sh
 
 check:
 	@sh .ci/deps.sh
-	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(TEST_GEN)
-	@$(MAKE) --no-print-directory check-unit check-bats
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(TEST_GEN) $(GPU_TESTS)
+	@$(MAKE) --no-print-directory check-unit check-bats check-cuda
 
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
@@ -117,13 +136,18 @@ check-unit: $(UNIT_TESTS)
 check-bats: all $(TEST_GEN)
 	bats tests/bats
 
+# The CUDA parity test runs in `make check` too: it exits 0 after one "skip:" line when no
+# device is visible.
+check-cuda: $(GPU_TESTS)
+	@echo "== tests/gpu/test_cuda"; ./tests/gpu/test_cuda
+
 # GPU tests: they need a visible CUDA device and skip with a clear line without one.
-check-gpu: all
+check-gpu: all $(GPU_TESTS)
 	bats tests/gpu
 
 # Packs bin/ and the libraries a bare GPU machine lacks into tests/gpu/carry.tar.xz for
 # tests/gpu/run.sh, the one script a device call runs.
-gpu-prepare: all
+gpu-prepare: all $(GPU_TESTS)
 	sh tests/gpu/prepare.sh
 
 demo:
@@ -156,8 +180,8 @@ uninstall:
 	rm -rf $(DESTDIR)$(DATADIR)
 
 clean:
-	rm -f lib/*.o lib/cuda/*.o cmd/*.o lib/libbt.a $(UNIT_TESTS) $(TEST_GEN)
+	rm -f lib/*.o lib/cuda/*.o cmd/*.o lib/libbt.a $(UNIT_TESTS) $(TEST_GEN) $(GPU_TESTS)
 	rm -rf bin demo-out
 
-.PHONY: all deps check check-unit check-bats check-gpu gpu-prepare demo bench install uninstall clean
+.PHONY: all deps check check-unit check-bats check-cuda check-gpu gpu-prepare demo bench install uninstall clean
 .SECONDARY:

@@ -9,7 +9,9 @@
  * gradients and OVERWRITE input gradients, as lib/cpu.h says.
  *
  * Checklist when adding an op: a slot here, the CPU implementation (lib/cpu_backend.c and,
- * for the heavy ones, lib/cpu.c), later the CUDA one, the call in lib/run.c, and tests.
+ * for the heavy ones, lib/cpu.c), the CUDA one (lib/cuda/backend.cu, and its kernel in
+ * lib/cuda/kernels.cu), the call in lib/run.c, and tests (tests/unit/test_cpu.c, and the
+ * CPU-against-CUDA comparison in tests/gpu/test_cuda.c).
  */
 #ifndef BT_BACKEND_H
 #define BT_BACKEND_H
@@ -103,6 +105,20 @@ struct bt_backend {
 
 /* The CPU backend (oneDNN and plain C) with up to `threads` threads (0: all). */
 int bt_backend_cpu(struct bt_backend *be, int threads);
+
+/* The CUDA backend (lib/cuda/: cuDNN, cuBLAS and bt's kernels, FP32) on device `device`.
+ * Its buffers are device memory: read and write them with upload and download only. Calls
+ * must come from the thread that made it. BT_ERR_UNSUPPORTED in a build without CUDA or
+ * cuDNN; BT_ERR_NOTFOUND when the device is not visible (the detail says why). */
+int bt_backend_cuda(struct bt_backend *be, int device);
+/* TF32 tensor-core math for the CUDA backend's convolutions and fc layers: faster, about
+ * 1e-3 relative error. Off by default (plain FP32). BT_ERR_INVALID for another backend. */
+int bt_backend_cuda_set_tf32(struct bt_backend *be, int on);
+
+/* The backend a --device option names: "cpu" (or NULL; with `threads`), "cuda" (device 0) or
+ * "cuda:N". BT_ERR_INVALID for anything else. */
+int bt_backend_open(struct bt_backend *be, const char *device, int threads);
+
 void bt_backend_free(struct bt_backend *be);
 
 #endif

@@ -1,7 +1,8 @@
-/* device_nocuda.c: the device queries of a build without nvcc (make CUDA=0): there is
- * nothing to see, and each query says why. */
+/* device_nocuda.c: the device queries and the CUDA backend of a build without nvcc (make
+ * CUDA=0): there is nothing to see or run, and each call says why. */
 #include <stdio.h>
 
+#include "backend.h"
 #include "bt.h"
 #include "device.h"
 
@@ -27,4 +28,18 @@ void bt_cuda_versions(char *runtime, char *driver, size_t len)
 {
 	(void)len;
 	runtime[0] = driver[0] = 0;
+}
+
+int bt_backend_cuda(struct bt_backend *be, int device)
+{
+	be->i = NULL;
+	be->ctx = NULL;
+	return bt_error(BT_ERR_UNSUPPORTED, "cuda:%d: built without CUDA", device);
+}
+
+int bt_backend_cuda_set_tf32(struct bt_backend *be, int on)
+{
+	(void)be;
+	(void)on;
+	return bt_error(BT_ERR_UNSUPPORTED, "TF32: built without CUDA");
 }

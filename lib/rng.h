@@ -6,11 +6,19 @@
 
 #include <stdint.h>
 
+/* bt_mix64 is also the CUDA backend's dropout hash (lib/cuda/kernels.cu): one definition,
+ * so the masks are the same bits on every backend. */
+#ifdef __CUDACC__
+#define BT_RNG_HD __host__ __device__
+#else
+#define BT_RNG_HD
+#endif
+
 struct bt_rng {
 	uint64_t s;
 };
 
-static inline uint64_t bt_mix64(uint64_t z)
+static inline BT_RNG_HD uint64_t bt_mix64(uint64_t z)
 {
 	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
 	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);

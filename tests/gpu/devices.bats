@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # GPU tests (make check-gpu): they need a visible CUDA device and skip with a clear line
-# without one. More arrive with the CUDA backend.
+# without one. The CUDA backend's own test is cuda.bats.
 
 load ../bats/helper
 

@@ -1,0 +1,1030 @@
+/* backend.cu: the CUDA backend (backend.h) in FP32: convolution and batch norm through
+ * cuDNN's v9 legacy API on NHWC tensors, fully connected layers through cuBLAS sgemm, and
+ * everything else through bt's own kernels (kernels.cu). Semantics are the CPU backend's,
+ * which is the oracle tests/gpu/test_cuda.c compares against.
+ *
+ * One stream per backend carries every kernel, cuDNN and cuBLAS call, in the executor's
+ * order. upload and download synchronise it, so the executor may reuse or read host memory
+ * as soon as they return (download is also where an asynchronous failure surfaces).
+ * Convolution descriptors and algorithms are chosen once per shape and kept in a small
+ * table; one device workspace, grown on demand, serves cuDNN and the reductions.
+ *
+ * FP32 means FP32: convolutions run with CUDNN_FMA_MATH and sgemm with cuBLAS's default
+ * math, so no TF32 tensor cores unless bt_backend_cuda_set_tf32 asks for them (faster,
+ * about 1e-3 relative error, which the parity tests' tolerances do not allow).
+ * Algorithms are cuDNN's heuristic choice (cudnnGet*_v7), preferring deterministic ones,
+ * so that two runs give the same bits; timing them (cudnnFind*) is a later speed option.
+ */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "../backend.h"
+#include "../bt.h"
+}
+#include "../device.h"
+#include "dl.h"
+#include "kernels.h"
+
+/* The most workspace one convolution algorithm may ask for; larger ones are passed over. */
+#define WS_LIMIT ((size_t)1 << 30)
+
+enum { FWD, BWD_DATA, BWD_W };
+
+struct conv_entry {
+	struct bt_conv_desc key;   /* bias 0: the algorithms do not depend on it */
+	int tf32;
+	cudnnTensorDescriptor_t x, y;
+	cudnnFilterDescriptor_t w;
+	cudnnConvolutionDescriptor_t conv;
+	int ready[3];              /* by FWD, BWD_DATA, BWD_W: algorithm chosen */
+	int algo[3];
+	cudnnMathType_t math[3];
+	size_t ws[3];
+};
+
+struct bt_cuda {
+	int device;
+	int tf32;
+	cudaStream_t stream;
+	cudnnHandle_t dnn;
+	cublasHandle_t blas;
+	void *ws;                  /* device workspace */
+	size_t ws_bytes;
+	struct conv_entry **conv;
+	int nconv, capconv;
+	cudnnTensorDescriptor_t bn_x, bn_p;
+	struct bt_sgd_range *ranges;      /* the ranges ranges_dev holds, as the caller gave them */
+	struct bt_cuda_range *ranges_dev;
+	int nranges, capranges;
+	size_t ranges_total;
+	double *row_loss;                 /* host copies of the loss kernel's per-image output */
+	int *row_bad;
+	int rows_cap;
+	char desc[384];
+};
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/* "cudaMalloc" out of "cudaMalloc(&p, bytes)", "cudnnCreate" out of "dl.cudnnCreate(&h)":
+ * the failing call's name for the message. */
+static const char *call_name(const char *call, char *buf, size_t len)
+{
+	size_t i = 0;
+	if (!strncmp(call, "dl.", 3))
+		call += 3;
+	while (call[i] && call[i] != '(' && i + 1 < len) {
+		buf[i] = call[i];
+		i++;
+	}
+	buf[i] = 0;
+	return buf;
+}
+
+static int cuda_fail(cudaError_t e, const char *call)
+{
+	char name[64];
+	return bt_error(e == cudaErrorMemoryAllocation ? BT_ERR_NOMEM : BT_ERR_CUDA, "CUDA: %s: %s",
+			call_name(call, name, sizeof name), cudaGetErrorString(e));
+}
+
+static int dnn_fail(cudnnStatus_t s, const char *call)
+{
+	char name[64], detail[256] = "";
+	int st = s == CUDNN_STATUS_NOT_SUPPORTED ? BT_ERR_UNSUPPORTED
+		 : s == CUDNN_STATUS_ALLOC_FAILED ? BT_ERR_NOMEM
+						  : BT_ERR_CUDA;
+	dl.cudnnGetLastErrorString(detail, sizeof detail);
+	return bt_error(st, "cuDNN: %s: %s%s%s", call_name(call, name, sizeof name),
+			dl.cudnnGetErrorString(s), detail[0] ? ": " : "", detail);
+}
+
+static int blas_fail(cublasStatus_t s, const char *call)
+{
+	char name[64];
+	return bt_error(s == CUBLAS_STATUS_ALLOC_FAILED ? BT_ERR_NOMEM : BT_ERR_CUDA, "cuBLAS: %s: %s",
+			call_name(call, name, sizeof name), dl.cublasGetStatusString(s));
+}
+
+/* Each sets rc and jumps to the function's one exit, `out`. */
+#define CU(call)                                                                        \
+	do {                                                                            \
+		cudaError_t e_ = (call);                                                \
+		if (e_ != cudaSuccess) {                                                \
+			rc = cuda_fail(e_, #call);                                      \
+			goto out;                                                       \
+		}                                                                       \
+	} while (0)
+#define DNN(call)                                                                       \
+	do {                                                                            \
+		cudnnStatus_t s_ = (call);                                              \
+		if (s_ != CUDNN_STATUS_SUCCESS) {                                       \
+			rc = dnn_fail(s_, #call);                                       \
+			goto out;                                                       \
+		}                                                                       \
+	} while (0)
+#define BLAS(call)                                                                      \
+	do {                                                                            \
+		cublasStatus_t s_ = (call);                                             \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                                      \
+			rc = blas_fail(s_, #call);                                      \
+			goto out;                                                       \
+		}                                                                       \
+	} while (0)
+/* A launcher of kernels.cu. */
+#define KERN(call) CU(call)
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if ((rc = (cond)) < 0)                                                  \
+			goto out;                                                       \
+	} while (0)
+
+static const float f_one = 1.0f, f_zero = 0.0f;
+
+/* ---- shape checks: the CPU backend's rules (lib/cpu.c), so both reject the same ------- */
+
+static int out_floor(int in, int k, int s, int p, int dil)
+{
+	int span = in + 2 * p - (k - 1) * dil - 1;
+	return span < 0 ? 0 : span / s + 1;
+}
+
+static int pool_size_ok(int in, int out, int k, int s, int p)
+{
+	int span = in + 2 * p - k, fl = out_floor(in, k, s, p, 1);
+	return fl > 0 && (out == fl || (out == (span + s - 1) / s + 1 && (out - 1) * s < in + p));
+}
+
+static int conv_check(const struct bt_conv_desc *d)
+{
+	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
+	    d->cout <= 0 || d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 ||
+	    d->pw < 0 || d->dh <= 0 || d->dw <= 0 || d->groups <= 0 || d->c % d->groups ||
+	    d->cout % d->groups)
+		return bt_error(BT_ERR_INVALID, "bad convolution shape");
+	if (d->oh != out_floor(d->h, d->kh, d->sh, d->ph, d->dh) ||
+	    d->ow != out_floor(d->w, d->kw, d->sw, d->pw, d->dw))
+		return bt_error(BT_ERR_INVALID, "convolution output %dx%d does not follow from the input",
+				d->oh, d->ow);
+	return BT_OK;
+}
+
+static int bn_check(const struct bt_bn_desc *d)
+{
+	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || !(d->eps >= 0))
+		return bt_error(BT_ERR_INVALID, "bad batch norm shape");
+	return BT_OK;
+}
+
+static int pool_check(const struct bt_pool_desc *d)
+{
+	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
+	    d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 || d->pw < 0 ||
+	    d->ph >= d->kh || d->pw >= d->kw)
+		return bt_error(BT_ERR_INVALID, "bad pooling shape");
+	if (!pool_size_ok(d->h, d->oh, d->kh, d->sh, d->ph) ||
+	    !pool_size_ok(d->w, d->ow, d->kw, d->sw, d->pw))
+		return bt_error(BT_ERR_INVALID, "pooling output %dx%d does not follow from the input",
+				d->oh, d->ow);
+	return BT_OK;
+}
+
+static int fc_check(const struct bt_fc_desc *d)
+{
+	if (d->n <= 0 || d->cin <= 0 || d->cout <= 0)
+		return bt_error(BT_ERR_INVALID, "bad fully connected shape");
+	return BT_OK;
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* At least `bytes` of device workspace. Work queued earlier may still use the old buffer,
+ * so the stream drains before it is freed. */
+static int ws_reserve(struct bt_cuda *cu, size_t bytes)
+{
+	int rc = BT_OK;
+	if (bytes <= cu->ws_bytes)
+		return BT_OK;
+	bytes = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+	CU(cudaStreamSynchronize(cu->stream));
+	CU(cudaFree(cu->ws));
+	cu->ws = NULL;
+	cu->ws_bytes = 0;
+	CU(cudaMalloc(&cu->ws, bytes));
+	cu->ws_bytes = bytes;
+out:
+	return rc;
+}
+
+static int g_alloc(void *ctx, size_t bytes, void **p)
+{
+	int rc = BT_OK;
+	(void)ctx;
+	*p = NULL;
+	CU(cudaMalloc(p, bytes ? bytes : 256));
+out:
+	if (rc)
+		bt_error_prefix(rc, "device memory of %zu bytes", bytes);
+	return rc;
+}
+
+static void g_release(void *ctx, void *p)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	if (!p)
+		return;
+	/* Kernels still queued may read it. */
+	cudaStreamSynchronize(cu->stream);
+	cudaFree(p);
+}
+
+/* cudaMemcpyDefault: the pointers tell the direction (unified addressing), so the same
+ * function moves host to device, device to host, and device to device. */
+static int g_move(void *ctx, void *dst, const void *src, size_t bytes)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	if (!bytes)
+		return BT_OK;
+	CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cu->stream));
+	CU(cudaStreamSynchronize(cu->stream));
+out:
+	return rc;
+}
+
+static int g_zero(void *ctx, void *p, size_t bytes)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	if (bytes)
+		CU(cudaMemsetAsync(p, 0, bytes, cu->stream));
+out:
+	return rc;
+}
+
+static int g_copy(void *ctx, float *y, const float *x, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	if (y != x && n)
+		CU(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, cu->stream));
+out:
+	return rc;
+}
+
+/* ---- convolution ------------------------------------------------------------------------ */
+
+static void conv_entry_free(struct conv_entry *e)
+{
+	if (!e)
+		return;
+	if (e->x)
+		dl.cudnnDestroyTensorDescriptor(e->x);
+	if (e->y)
+		dl.cudnnDestroyTensorDescriptor(e->y);
+	if (e->w)
+		dl.cudnnDestroyFilterDescriptor(e->w);
+	if (e->conv)
+		dl.cudnnDestroyConvolutionDescriptor(e->conv);
+	free(e);
+}
+
+/* The descriptors of a shape: NHWC activations, and weights (Cout, KH, KW, Cin/g), which is
+ * cuDNN's NHWC filter layout (KRSC), so nothing is transposed. */
+static int conv_entry_new(struct bt_cuda *cu, const struct bt_conv_desc *k, struct conv_entry **out)
+{
+	struct conv_entry *e = (struct conv_entry *)calloc(1, sizeof *e);
+	int n, c, h, w, rc = BT_OK;
+
+	*out = NULL;
+	if (!e)
+		return bt_error(BT_ERR_NOMEM, "convolution cache entry");
+	e->key = *k;
+	e->tf32 = cu->tf32;
+	DNN(dl.cudnnCreateTensorDescriptor(&e->x));
+	DNN(dl.cudnnCreateTensorDescriptor(&e->y));
+	DNN(dl.cudnnCreateFilterDescriptor(&e->w));
+	DNN(dl.cudnnCreateConvolutionDescriptor(&e->conv));
+	DNN(dl.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, k->n, k->c, k->h, k->w));
+	DNN(dl.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, k->n, k->cout, k->oh,
+				       k->ow));
+	DNN(dl.cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, k->cout,
+				       k->c / k->groups, k->kh, k->kw));
+	DNN(dl.cudnnSetConvolution2dDescriptor(e->conv, k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
+					    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+	DNN(dl.cudnnSetConvolutionGroupCount(e->conv, k->groups));
+	DNN(dl.cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &c, &h, &w));
+	if (n != k->n || c != k->cout || h != k->oh || w != k->ow) {
+		rc = bt_error(BT_ERR_UNSUPPORTED, "cuDNN: convolution output %dx%dx%dx%d, not %dx%dx%dx%d",
+			      n, h, w, c, k->n, k->oh, k->ow, k->cout);
+		goto out;
+	}
+	*out = e;
+	e = NULL;
+out:
+	conv_entry_free(e);
+	return rc;
+}
+
+static int conv_get(struct bt_cuda *cu, const struct bt_conv_desc *d, struct conv_entry **out)
+{
+	struct bt_conv_desc k = *d;
+	struct conv_entry *e;
+	int rc;
+
+	k.bias = 0;
+	for (int i = 0; i < cu->nconv; i++) {
+		e = cu->conv[i];
+		if (e->tf32 == cu->tf32 && memcmp(&e->key, &k, sizeof k) == 0) {
+			*out = e;
+			return BT_OK;
+		}
+	}
+	if (cu->nconv == cu->capconv) {
+		int cap = cu->capconv ? 2 * cu->capconv : 32;
+		struct conv_entry **t = (struct conv_entry **)realloc(cu->conv, cap * sizeof *t);
+		if (!t)
+			return bt_error(BT_ERR_NOMEM, "convolution cache");
+		cu->conv = t;
+		cu->capconv = cap;
+	}
+	if ((rc = conv_entry_new(cu, &k, &e)) < 0)
+		return rc;
+	cu->conv[cu->nconv++] = e;
+	*out = e;
+	return BT_OK;
+}
+
+/* The first usable result of cuDNN's ranked list: supported, within WS_LIMIT, and in FP32
+ * mode without tensor cores: an FMA result as it is, else (a second chance, should cuDNN
+ * report the descriptor's math type loosely) a DEFAULT one with FMA forced, since DEFAULT
+ * lets Ampere and later GPUs use TF32. With TF32 on, anything but FP16 down-conversion.
+ * Deterministic algorithms first, so that two runs give the same bits. *math: the math
+ * type to set on the descriptor. */
+template <typename Perf>
+static int pick(const Perf *perf, int n, int tf32, cudnnMathType_t *math)
+{
+	for (int pass = 0; pass < 4; pass++) {
+		int det = !(pass & 1), loose = pass >= 2;
+		for (int i = 0; i < n; i++) {
+			cudnnMathType_t m = perf[i].mathType;
+			if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
+				continue;
+			if (det && perf[i].determinism != CUDNN_DETERMINISTIC)
+				continue;
+			if (tf32 && !loose && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
+				*math = m;
+				return i;
+			}
+			if (!tf32 && (loose ? m == CUDNN_DEFAULT_MATH : m == CUDNN_FMA_MATH)) {
+				*math = CUDNN_FMA_MATH;
+				return i;
+			}
+		}
+	}
+	return -1;
+}
+
+static const char *dir_name[3] = { "forward", "backward data", "backward weights" };
+
+/* Chooses the algorithm of one direction once, and makes the workspace big enough. */
+static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
+{
+	const struct bt_conv_desc *k = &e->key;
+	int got = 0, i = -1, rc = BT_OK;
+
+	if (e->ready[dir])
+		return ws_reserve(cu, e->ws[dir]);
+	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+	if (dir == FWD) {
+		cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+		DNN(dl.cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, e->x, e->w, e->conv, e->y,
+							   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
+		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+			e->algo[dir] = p[i].algo;
+			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
+			DNN(dl.cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, e->x, e->w, e->conv, e->y,
+								    p[i].algo, &e->ws[dir]));
+		}
+	} else if (dir == BWD_DATA) {
+		cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+		DNN(dl.cudnnGetConvolutionBackwardDataAlgorithm_v7(cu->dnn, e->w, e->y, e->conv, e->x,
+								CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+								&got, p));
+		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+			e->algo[dir] = p[i].algo;
+			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
+			DNN(dl.cudnnGetConvolutionBackwardDataWorkspaceSize(cu->dnn, e->w, e->y, e->conv, e->x,
+									 p[i].algo, &e->ws[dir]));
+		}
+	} else {
+		cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+		DNN(dl.cudnnGetConvolutionBackwardFilterAlgorithm_v7(cu->dnn, e->x, e->y, e->conv, e->w,
+								  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+								  &got, p));
+		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+			e->algo[dir] = p[i].algo;
+			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
+			DNN(dl.cudnnGetConvolutionBackwardFilterWorkspaceSize(cu->dnn, e->x, e->y, e->conv,
+									   e->w, p[i].algo, &e->ws[dir]));
+		}
+	}
+	if (i < 0) {
+		rc = bt_error(BT_ERR_UNSUPPORTED,
+			      "cuDNN has no %s algorithm for the convolution %dx%dx%dx%d -> %d, kernel %dx%d, "
+			      "stride %dx%d, padding %dx%d, dilation %dx%d, groups %d (%d candidates)",
+			      e->tf32 ? "TF32" : "FP32", k->n, k->h, k->w, k->c, k->cout, k->kh, k->kw,
+			      k->sh, k->sw, k->ph, k->pw, k->dh, k->dw, k->groups, got);
+		goto out;
+	}
+	if ((rc = ws_reserve(cu, e->ws[dir])) < 0) {
+		bt_error_prefix(rc, "convolution %s workspace of %zu bytes", dir_name[dir], e->ws[dir]);
+		goto out;
+	}
+	e->ready[dir] = 1;
+out:
+	return rc;
+}
+
+static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const float *x, const float *w,
+		      const float *b, float *y)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	struct conv_entry *e;
+	int rc = BT_OK;
+
+	CHECK(conv_check(d));
+	if (d->bias && !b) {
+		rc = bt_error(BT_ERR_INVALID, "convolution with bias needs b");
+		goto out;
+	}
+	CHECK(conv_get(cu, d, &e));
+	CHECK(conv_algo(cu, e, FWD));
+	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[FWD]));
+	DNN(dl.cudnnConvolutionForward(cu->dnn, &f_one, e->x, x, e->w, w, e->conv,
+				    (cudnnConvolutionFwdAlgo_t)e->algo[FWD], cu->ws, e->ws[FWD],
+				    &f_zero, e->y, y));
+	if (d->bias)
+		KERN(bt_k_bias_add(cu->stream, y, b, (size_t)d->n * d->oh * d->ow, d->cout));
+out:
+	return rc;
+}
+
+static int g_conv_bwd_data(void *ctx, const struct bt_conv_desc *d, const float *dy, const float *w,
+			   float *dx)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	struct conv_entry *e;
+	int rc = BT_OK;
+
+	CHECK(conv_check(d));
+	CHECK(conv_get(cu, d, &e));
+	CHECK(conv_algo(cu, e, BWD_DATA));
+	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[BWD_DATA]));
+	/* beta 0: dx is overwritten */
+	DNN(dl.cudnnConvolutionBackwardData(cu->dnn, &f_one, e->w, w, e->y, dy, e->conv,
+					 (cudnnConvolutionBwdDataAlgo_t)e->algo[BWD_DATA], cu->ws,
+					 e->ws[BWD_DATA], &f_zero, e->x, dx));
+out:
+	return rc;
+}
+
+static int g_conv_bwd_weights(void *ctx, const struct bt_conv_desc *d, const float *x,
+			      const float *dy, float *dw, float *db)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	struct conv_entry *e;
+	size_t P = (size_t)d->n * d->oh * d->ow;
+	int rc = BT_OK;
+
+	CHECK(conv_check(d));
+	if (d->bias && !db) {
+		rc = bt_error(BT_ERR_INVALID, "convolution with bias needs db");
+		goto out;
+	}
+	CHECK(conv_get(cu, d, &e));
+	CHECK(conv_algo(cu, e, BWD_W));
+	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[BWD_W]));
+	/* beta 1: dw += */
+	DNN(dl.cudnnConvolutionBackwardFilter(cu->dnn, &f_one, e->x, x, e->y, dy, e->conv,
+					   (cudnnConvolutionBwdFilterAlgo_t)e->algo[BWD_W], cu->ws,
+					   e->ws[BWD_W], &f_one, e->w, dw));
+	if (d->bias) {
+		CHECK(ws_reserve(cu, bt_k_colsum_tmp_bytes(P, d->cout)));
+		KERN(bt_k_colsum_add(cu->stream, db, dy, P, d->cout, (float *)cu->ws));
+	}
+out:
+	return rc;
+}
+
+/* ---- batch norm ------------------------------------------------------------------------- */
+
+/* cuDNN's spatial batch norm: the saved statistics are the mean and 1 / sqrt(var + eps),
+ * as cpu.h's save_mean and save_invstd; the running variance is updated with the unbiased
+ * batch variance and exponentialAverageFactor weighs the new value, PyTorch's momentum. */
+static int bn_descs(struct bt_cuda *cu, const struct bt_bn_desc *d)
+{
+	int rc = BT_OK;
+	CHECK(bn_check(d));
+	DNN(dl.cudnnSetTensor4dDescriptor(cu->bn_x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h,
+				       d->w));
+	DNN(dl.cudnnDeriveBNTensorDescriptor(cu->bn_p, cu->bn_x, CUDNN_BATCHNORM_SPATIAL));
+out:
+	return rc;
+}
+
+static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+			  const float *beta, float *running_mean, float *running_var, float *save_mean,
+			  float *save_invstd, float *y)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int one = (size_t)d->n * d->h * d->w == 1, rc = BT_OK;
+
+	CHECK(bn_descs(cu, d));
+	DNN(dl.cudnnBatchNormalizationForwardTraining(
+		cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero, cu->bn_x, x, cu->bn_x, y, cu->bn_p,
+		gamma, beta, (double)d->momentum, one ? NULL : running_mean, one ? NULL : running_var,
+		(double)d->eps, save_mean, save_invstd));
+	if (one)
+		KERN(bt_k_bn_running_one(cu->stream, running_mean, running_var, save_mean, d->c,
+					 d->momentum));
+out:
+	return rc;
+}
+
+static int g_bn_fwd_infer(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+			  const float *beta, const float *running_mean, const float *running_var,
+			  float *y)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(bn_descs(cu, d));
+	DNN(dl.cudnnBatchNormalizationForwardInference(cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero,
+						    cu->bn_x, x, cu->bn_x, y, cu->bn_p, gamma, beta,
+						    running_mean, running_var, (double)d->eps));
+out:
+	return rc;
+}
+
+static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const float *x, const float *dy,
+		    const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+		    float *dgamma, float *dbeta)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(bn_descs(cu, d));
+	/* data: dx = 1 * grad + 0 * dx; parameters: dgamma = 1 * grad + 1 * dgamma (add into) */
+	DNN(dl.cudnnBatchNormalizationBackward(cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero, &f_one,
+					    &f_one, cu->bn_x, x, cu->bn_x, dy, cu->bn_x, dx, cu->bn_p,
+					    gamma, dgamma, dbeta, (double)d->eps, save_mean,
+					    save_invstd));
+out:
+	return rc;
+}
+
+/* ---- pooling ---------------------------------------------------------------------------- */
+
+static size_t g_pool_ws_bytes(void *ctx, const struct bt_pool_desc *d)
+{
+	(void)ctx;
+	if (!d->max || pool_check(d))
+		return 0;
+	return bt_k_pool_ws_bytes(d);
+}
+
+static int g_pool_fwd(void *ctx, const struct bt_pool_desc *d, const float *x, float *y, void *ws)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(pool_check(d));
+	if (d->max && !ws) {
+		rc = bt_error(BT_ERR_INVALID, "max pooling needs a workspace");
+		goto out;
+	}
+	KERN(bt_k_pool_fwd(cu->stream, d, x, y, (int32_t *)ws));
+out:
+	return rc;
+}
+
+static int g_pool_bwd(void *ctx, const struct bt_pool_desc *d, const float *dy, const void *ws,
+		      float *dx)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(pool_check(d));
+	if (d->max && !ws) {
+		rc = bt_error(BT_ERR_INVALID, "max pooling needs a workspace");
+		goto out;
+	}
+	KERN(bt_k_pool_bwd(cu->stream, d, dy, (const int32_t *)ws, dx));
+out:
+	return rc;
+}
+
+/* ---- fully connected: row-major (N, Cin) x (Cout, Cin)^T as cuBLAS's column-major ------- */
+
+static int g_fc_fwd(void *ctx, const struct bt_fc_desc *d, const float *x, const float *w,
+		    const float *b, float *y)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(fc_check(d));
+	if (d->bias && !b) {
+		rc = bt_error(BT_ERR_INVALID, "fully connected with bias needs b");
+		goto out;
+	}
+	/* As the CPU: the bias laid down first, the product added onto it. y^T (Cout, N) =
+	 * w (Cout, Cin) x^T (Cin, N), where w is column-major (Cin, Cout), hence op T. */
+	if (d->bias)
+		KERN(bt_k_bias_set(cu->stream, y, b, (size_t)d->n, d->cout));
+	BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, d->cout, d->n, d->cin, &f_one, w, d->cin,
+			 x, d->cin, d->bias ? &f_one : &f_zero, y, d->cout));
+out:
+	return rc;
+}
+
+static int g_fc_bwd(void *ctx, const struct bt_fc_desc *d, const float *x, const float *dy,
+		    const float *w, float *dx, float *dw, float *db)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(fc_check(d));
+	if (d->bias && !db) {
+		rc = bt_error(BT_ERR_INVALID, "fully connected with bias needs db");
+		goto out;
+	}
+	/* dx^T (Cin, N) = w^T (Cin, Cout) dy^T (Cout, N), overwritten */
+	if (dx)
+		BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_N, d->cin, d->n, d->cout, &f_one, w,
+				 d->cin, dy, d->cout, &f_zero, dx, d->cin));
+	/* dw^T (Cin, Cout) += x^T (Cin, N) dy (N, Cout) */
+	BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_T, d->cin, d->cout, d->n, &f_one, x, d->cin,
+			 dy, d->cout, &f_one, dw, d->cin));
+	if (d->bias) {
+		CHECK(ws_reserve(cu, bt_k_colsum_tmp_bytes((size_t)d->n, d->cout)));
+		KERN(bt_k_colsum_add(cu->stream, db, dy, (size_t)d->n, d->cout, (float *)cu->ws));
+	}
+out:
+	return rc;
+}
+
+/* ---- elementwise and data movement ------------------------------------------------------ */
+
+static int g_relu_fwd(void *ctx, const float *x, float *y, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_relu_fwd(cu->stream, x, y, n));
+out:
+	return rc;
+}
+
+static int g_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_relu_bwd(cu->stream, y, dy, dx, n));
+out:
+	return rc;
+}
+
+static int g_add(void *ctx, const float *a, const float *b, float *y, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_add(cu->stream, a, b, y, n));
+out:
+	return rc;
+}
+
+static int g_accumulate(void *ctx, float *y, const float *x, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_accumulate(cu->stream, y, x, n));
+out:
+	return rc;
+}
+
+static int g_mul(void *ctx, const float *a, const float *b, float *y, size_t n)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_mul(cu->stream, a, b, y, n));
+out:
+	return rc;
+}
+
+static int g_gap_fwd(void *ctx, const float *x, float *y, int n, size_t hw, int c)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_gap_fwd(cu->stream, x, y, n, hw, c));
+out:
+	return rc;
+}
+
+static int g_gap_bwd(void *ctx, const float *dy, float *dx, int n, size_t hw, int c)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_gap_bwd(cu->stream, dy, dx, n, hw, c));
+out:
+	return rc;
+}
+
+static int g_concat_fwd(void *ctx, const float *xj, float *y, size_t pixels, int cj, int co, int off)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_concat(cu->stream, xj, y, pixels, cj, co, off, 1));
+out:
+	return rc;
+}
+
+static int g_concat_bwd(void *ctx, const float *dy, float *dxj, size_t pixels, int cj, int co, int off)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_concat(cu->stream, dy, dxj, pixels, cj, co, off, 0));
+out:
+	return rc;
+}
+
+static int g_dropout_fwd(void *ctx, const float *x, float *y, float *mask, size_t n, float p,
+			 uint64_t seed)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_dropout(cu->stream, x, y, mask, n, p, seed));
+out:
+	return rc;
+}
+
+static int g_bn_fold(void *ctx, const float *w, const float *bias, const float *gamma,
+		     const float *beta, const float *mean, const float *var, float eps, int cout,
+		     size_t per_out, float *w_out, float *b_out)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	KERN(bt_k_bn_fold(cu->stream, w, bias, gamma, beta, mean, var, eps, cout, per_out, w_out, b_out));
+out:
+	return rc;
+}
+
+/* The per-image losses come back to the host and are summed there in image order. */
+static int g_softmax_ce(void *ctx, const float *logits, const int32_t *labels, const float *soft,
+			int n, int K, float eps, float T, float *dlogits, double *loss)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	size_t lbytes = (size_t)n * sizeof(double);
+	double total = 0;
+	int rc = BT_OK;
+
+	if (n <= 0 || K <= 0) {
+		rc = bt_error(BT_ERR_INVALID, "loss: %d images of %d classes", n, K);
+		goto out;
+	}
+	if (n > cu->rows_cap) {
+		double *l = (double *)realloc(cu->row_loss, (size_t)n * sizeof *l);
+		int *b;
+		if (l)
+			cu->row_loss = l;
+		b = (int *)realloc(cu->row_bad, (size_t)n * sizeof *b);
+		if (b)
+			cu->row_bad = b;
+		if (!l || !b) {
+			rc = bt_error(BT_ERR_NOMEM, "loss of %d images", n);
+			goto out;
+		}
+		cu->rows_cap = n;
+	}
+	CHECK(ws_reserve(cu, lbytes + (size_t)n * sizeof(int)));
+	KERN(bt_k_softmax_ce(cu->stream, logits, labels, soft, n, K, eps, T, dlogits, (double *)cu->ws,
+			     (int *)((char *)cu->ws + lbytes)));
+	CU(cudaMemcpyAsync(cu->row_loss, cu->ws, lbytes, cudaMemcpyDeviceToHost, cu->stream));
+	CU(cudaMemcpyAsync(cu->row_bad, (char *)cu->ws + lbytes, (size_t)n * sizeof(int),
+			   cudaMemcpyDeviceToHost, cu->stream));
+	CU(cudaStreamSynchronize(cu->stream));
+	for (int m = 0; m < n; m++) {
+		if (cu->row_bad[m]) {
+			int32_t label = 0;
+			CU(cudaMemcpy(&label, labels + m, sizeof label, cudaMemcpyDeviceToHost));
+			rc = bt_error(BT_ERR_INVALID, "loss: image %d has label %d, the model has %d classes",
+				      m, label, K);
+			goto out;
+		}
+		total += cu->row_loss[m];
+	}
+	*loss = total / n;
+out:
+	return rc;
+}
+
+static int same_ranges(const struct bt_cuda *cu, const struct bt_sgd_range *r, int n)
+{
+	if (n != cu->nranges)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (r[i].offset != cu->ranges[i].offset || r[i].count != cu->ranges[i].count ||
+		    r[i].decay != cu->ranges[i].decay)
+			return 0;
+	return 1;
+}
+
+/* The ranges are kept on the device and sent again only when the caller's change. */
+static int g_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt_sgd_range *ranges,
+		 int nranges, float lr, float momentum, float wd)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	struct bt_cuda_range *staged = NULL;
+	int rc = BT_OK;
+
+	if (nranges <= 0)
+		goto out;
+	if (!same_ranges(cu, ranges, nranges)) {
+		size_t start = 0;
+		cu->nranges = 0;
+		if (nranges > cu->capranges) {
+			struct bt_sgd_range *h = (struct bt_sgd_range *)realloc(cu->ranges,
+										  (size_t)nranges * sizeof *h);
+			if (!h) {
+				rc = bt_error(BT_ERR_NOMEM, "%d optimizer ranges", nranges);
+				goto out;
+			}
+			cu->ranges = h;
+			CU(cudaStreamSynchronize(cu->stream));
+			CU(cudaFree(cu->ranges_dev));
+			cu->ranges_dev = NULL;
+			cu->capranges = 0;
+			CU(cudaMalloc(&cu->ranges_dev, (size_t)nranges * sizeof *cu->ranges_dev));
+			cu->capranges = nranges;
+		}
+		staged = (struct bt_cuda_range *)malloc((size_t)nranges * sizeof *staged);
+		if (!staged) {
+			rc = bt_error(BT_ERR_NOMEM, "%d optimizer ranges", nranges);
+			goto out;
+		}
+		for (int i = 0; i < nranges; i++) {
+			staged[i].offset = ranges[i].offset;
+			staged[i].count = ranges[i].count;
+			staged[i].start = start;
+			staged[i].decay = ranges[i].decay;
+			start += ranges[i].count;
+		}
+		CU(cudaMemcpyAsync(cu->ranges_dev, staged, (size_t)nranges * sizeof *staged,
+				   cudaMemcpyHostToDevice, cu->stream));
+		CU(cudaStreamSynchronize(cu->stream));
+		memcpy(cu->ranges, ranges, (size_t)nranges * sizeof *ranges);
+		cu->nranges = nranges;
+		cu->ranges_total = start;
+	}
+	KERN(bt_k_sgd(cu->stream, w, dw, v, cu->ranges_dev, cu->nranges, cu->ranges_total, lr, momentum,
+		      wd));
+out:
+	free(staged);
+	return rc;
+}
+
+/* ---- the table -------------------------------------------------------------------------- */
+
+static const char *g_describe(void *ctx)
+{
+	return ((struct bt_cuda *)ctx)->desc;
+}
+
+static void g_destroy(void *ctx)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	if (!cu)
+		return;
+	if (cu->stream)
+		cudaStreamSynchronize(cu->stream);
+	for (int i = 0; i < cu->nconv; i++)
+		conv_entry_free(cu->conv[i]);
+	free(cu->conv);
+	if (cu->bn_x)
+		dl.cudnnDestroyTensorDescriptor(cu->bn_x);
+	if (cu->bn_p)
+		dl.cudnnDestroyTensorDescriptor(cu->bn_p);
+	if (cu->dnn)
+		dl.cudnnDestroy(cu->dnn);
+	if (cu->blas)
+		dl.cublasDestroy(cu->blas);
+	cudaFree(cu->ws);
+	cudaFree(cu->ranges_dev);
+	if (cu->stream)
+		cudaStreamDestroy(cu->stream);
+	free(cu->ranges);
+	free(cu->row_loss);
+	free(cu->row_bad);
+	free(cu);
+}
+
+static const struct bt_backend_i cuda_backend = {
+	/* .name */ "cuda",
+	/* .describe */ g_describe,
+	/* .destroy */ g_destroy,
+	/* .alloc */ g_alloc,
+	/* .release */ g_release,
+	/* .upload */ g_move,
+	/* .download */ g_move,
+	/* .zero */ g_zero,
+	/* .conv_fwd */ g_conv_fwd,
+	/* .conv_bwd_data */ g_conv_bwd_data,
+	/* .conv_bwd_weights */ g_conv_bwd_weights,
+	/* .bn_fwd_train */ g_bn_fwd_train,
+	/* .bn_fwd_infer */ g_bn_fwd_infer,
+	/* .bn_bwd */ g_bn_bwd,
+	/* .pool_ws_bytes */ g_pool_ws_bytes,
+	/* .pool_fwd */ g_pool_fwd,
+	/* .pool_bwd */ g_pool_bwd,
+	/* .fc_fwd */ g_fc_fwd,
+	/* .fc_bwd */ g_fc_bwd,
+	/* .relu_fwd */ g_relu_fwd,
+	/* .relu_bwd */ g_relu_bwd,
+	/* .add */ g_add,
+	/* .accumulate */ g_accumulate,
+	/* .copy */ g_copy,
+	/* .gap_fwd */ g_gap_fwd,
+	/* .gap_bwd */ g_gap_bwd,
+	/* .concat_fwd */ g_concat_fwd,
+	/* .concat_bwd */ g_concat_bwd,
+	/* .dropout_fwd */ g_dropout_fwd,
+	/* .mul */ g_mul,
+	/* .bn_fold */ g_bn_fold,
+	/* .softmax_ce */ g_softmax_ce,
+	/* .sgd */ g_sgd,
+};
+
+extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
+{
+	struct bt_cuda *cu = NULL;
+	cudaDeviceProp prop;
+	char why[160];
+	int count = 0, bv = 0, rc = BT_OK;
+	size_t dv;
+
+	be->i = NULL;
+	be->ctx = NULL;
+	if (device < 0)
+		return bt_error(BT_ERR_INVALID, "cuda:%d: no such device", device);
+	bt_cuda_device_count(&count, why, sizeof why);
+	if (count == 0)
+		return bt_error(BT_ERR_NOTFOUND, "cuda:%d: %s", device, why);
+	if (device >= count)
+		return bt_error(BT_ERR_NOTFOUND, "cuda:%d: no such device (%d visible)", device, count);
+	if ((rc = bt_cuda_dl_load()) < 0)
+		return bt_error_prefix(rc, "cuda:%d", device);
+	if (!(cu = (struct bt_cuda *)calloc(1, sizeof *cu)))
+		return bt_error(BT_ERR_NOMEM, "CUDA backend");
+	cu->device = device;
+	/* The runtime's current device is per host thread: the executor's calls must come from
+	 * this thread (or one that selected the same device). */
+	CU(cudaSetDevice(device));
+	CU(cudaGetDeviceProperties(&prop, device));
+	CU(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
+	DNN(dl.cudnnCreate(&cu->dnn));
+	DNN(dl.cudnnSetStream(cu->dnn, cu->stream));
+	DNN(dl.cudnnCreateTensorDescriptor(&cu->bn_x));
+	DNN(dl.cudnnCreateTensorDescriptor(&cu->bn_p));
+	BLAS(dl.cublasCreate(&cu->blas));
+	BLAS(dl.cublasSetStream(cu->blas, cu->stream));
+	BLAS(dl.cublasSetMathMode(cu->blas, CUBLAS_DEFAULT_MATH));
+	BLAS(dl.cublasGetVersion(cu->blas, &bv));
+	dv = dl.cudnnGetVersion();
+	snprintf(cu->desc, sizeof cu->desc, "cuda:%d %s, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d", device,
+		 prop.name, dv / 10000, dv % 10000 / 100, dv % 100, bv / 10000, bv % 10000 / 100,
+		 bv % 100);
+	be->i = &cuda_backend;
+	be->ctx = cu;
+	cu = NULL;
+out:
+	if (rc)
+		bt_error_prefix(rc, "cuda:%d", device);
+	g_destroy(cu);
+	return rc;
+}
+
+extern "C" int bt_backend_cuda_set_tf32(struct bt_backend *be, int on)
+{
+	struct bt_cuda *cu;
+	int rc = BT_OK;
+
+	if (!be || be->i != &cuda_backend)
+		return bt_error(BT_ERR_INVALID, "TF32: not a CUDA backend");
+	cu = (struct bt_cuda *)be->ctx;
+	/* Convolution entries are keyed by the setting: both kinds stay cached. */
+	BLAS(dl.cublasSetMathMode(cu->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	cu->tf32 = !!on;
+out:
+	return rc;
+}

@@ -1,0 +1,524 @@
+/* kernels.cu: the CUDA backend's own kernels (kernels.h): whatever cuDNN and cuBLAS do not
+ * cover, written to the CPU backend's semantics. Elementwise kernels are grid-stride loops;
+ * where the CPU computes a value with separately rounded float operations (SGD, bn_fold,
+ * the division of global average pooling), these use the _rn intrinsics, which nvcc never
+ * contracts into a fused multiply-add, so both backends produce the same bits. Reductions
+ * (bias gradients, the loss) have a fixed decomposition: no atomics, the same result on
+ * every run. Pooling backward gathers (one thread per input element walks the windows that
+ * cover it) rather than scattering with atomics, for the same reason.
+ */
+#include <float.h>
+#include <math.h>
+
+#include "kernels.h"
+#include "../rng.h"
+
+#define THREADS 256
+
+/* Blocks for n elements at THREADS each; grid-stride loops cover anything beyond the cap. */
+static unsigned grid_for(size_t n)
+{
+	size_t b = (n + THREADS - 1) / THREADS;
+	if (b < 1)
+		b = 1;
+	if (b > (1u << 20))
+		b = 1u << 20;
+	return (unsigned)b;
+}
+
+#define GRID_STRIDE(i, n)                                                               \
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);           \
+	     i += (size_t)gridDim.x * blockDim.x)
+
+/* ---- elementwise ------------------------------------------------------------------------ */
+
+__global__ void k_relu_fwd(const float *x, float *y, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float v = x[i];
+		y[i] = v > 0.0f ? v : 0.0f;
+	}
+}
+
+__global__ void k_relu_bwd(const float *y, const float *dy, float *dx, size_t n)
+{
+	GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* y may be a or b: each element is read before it is written, by the same thread. */
+__global__ void k_add(const float *a, const float *b, float *y, size_t n)
+{
+	GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+__global__ void k_mul(const float *a, const float *b, float *y, size_t n)
+{
+	GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+}
+
+cudaError_t bt_k_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n)
+{
+	if (n)
+		k_relu_fwd<<<grid_for(n), THREADS, 0, s>>>(x, y, n);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n)
+{
+	if (n)
+		k_relu_bwd<<<grid_for(n), THREADS, 0, s>>>(y, dy, dx, n);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_add(cudaStream_t s, const float *a, const float *b, float *y, size_t n)
+{
+	if (n)
+		k_add<<<grid_for(n), THREADS, 0, s>>>(a, b, y, n);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_accumulate(cudaStream_t s, float *y, const float *x, size_t n)
+{
+	/* y + x: the CPU's y += x, the same single rounding. */
+	if (n)
+		k_add<<<grid_for(n), THREADS, 0, s>>>(y, x, y, n);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_mul(cudaStream_t s, const float *a, const float *b, float *y, size_t n)
+{
+	if (n)
+		k_mul<<<grid_for(n), THREADS, 0, s>>>(a, b, y, n);
+	return cudaGetLastError();
+}
+
+/* ---- global average pooling, concatenation --------------------------------------------- */
+
+/* One thread per (image, channel), summing the pixels in order as the CPU does; adjacent
+ * threads read adjacent channels. */
+__global__ void k_gap_fwd(const float *x, float *y, int n, size_t hw, int c)
+{
+	GRID_STRIDE(i, (size_t)n * c) {
+		size_t m = i / c, k = i % c;
+		const float *xm = x + m * hw * c + k;
+		float sum = 0.0f;
+		for (size_t p = 0; p < hw; p++)
+			sum = __fadd_rn(sum, xm[p * c]);
+		y[i] = __fdiv_rn(sum, (float)hw);
+	}
+}
+
+__global__ void k_gap_bwd(const float *dy, float *dx, size_t hw, int c, size_t total)
+{
+	GRID_STRIDE(i, total) {
+		size_t m = i / (hw * c), k = i % c;
+		dx[i] = __fdiv_rn(dy[m * c + k], (float)hw);
+	}
+}
+
+cudaError_t bt_k_gap_fwd(cudaStream_t s, const float *x, float *y, int n, size_t hw, int c)
+{
+	size_t total = (size_t)n * c;
+	if (total)
+		k_gap_fwd<<<grid_for(total), THREADS, 0, s>>>(x, y, n, hw, c);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_gap_bwd(cudaStream_t s, const float *dy, float *dx, int n, size_t hw, int c)
+{
+	size_t total = (size_t)n * hw * c;
+	if (total)
+		k_gap_bwd<<<grid_for(total), THREADS, 0, s>>>(dy, dx, hw, c, total);
+	return cudaGetLastError();
+}
+
+/* fwd: to (P, co) channels [off, off + cj) = from (P, cj); bwd: the reverse. */
+__global__ void k_concat(const float *from, float *to, size_t pixels, int cj, int co, int off, int fwd)
+{
+	GRID_STRIDE(i, pixels * cj) {
+		size_t p = i / cj, j = i % cj;
+		if (fwd)
+			to[p * co + off + j] = from[i];
+		else
+			to[i] = from[p * co + off + j];
+	}
+}
+
+cudaError_t bt_k_concat(cudaStream_t s, const float *from, float *to, size_t pixels, int cj, int co,
+			int off, int fwd)
+{
+	size_t total = pixels * cj;
+	if (total)
+		k_concat<<<grid_for(total), THREADS, 0, s>>>(from, to, pixels, cj, co, off, fwd);
+	return cudaGetLastError();
+}
+
+/* ---- dropout, bn_fold ------------------------------------------------------------------- */
+
+__global__ void k_dropout(const float *x, float *y, float *mask, size_t n, float p, float keep,
+			  uint64_t s)
+{
+	GRID_STRIDE(k, n) {
+		double u = (double)(bt_mix64(s + k) >> 11) * 0x1.0p-53;
+		float m = u < (double)p ? 0.0f : keep;
+		mask[k] = m;
+		y[k] = x[k] * m;
+	}
+}
+
+cudaError_t bt_k_dropout(cudaStream_t s, const float *x, float *y, float *mask, size_t n, float p,
+			 uint64_t seed)
+{
+	/* The CPU backend's derivation (lib/cpu_backend.c, c_dropout_fwd), computed on the
+	 * host as there: a hash of (seed, k) per element. */
+	float keep = 1.0f / (1.0f - p);
+	uint64_t h = bt_mix64(seed ^ UINT64_C(0x5851f42d4c957f2d));
+	if (n)
+		k_dropout<<<grid_for(n), THREADS, 0, s>>>(x, y, mask, n, p, keep, h);
+	return cudaGetLastError();
+}
+
+__global__ void k_bn_fold(const float *w, const float *bias, const float *gamma, const float *beta,
+			  const float *mean, const float *var, float eps, int cout, size_t per_out,
+			  float *w_out, float *b_out)
+{
+	GRID_STRIDE(i, (size_t)cout * per_out) {
+		size_t o = i / per_out, k = i % per_out;
+		float sc = __fdiv_rn(gamma[o], __fsqrt_rn(__fadd_rn(var[o], eps)));
+		w_out[i] = __fmul_rn(w[i], sc);
+		if (k == 0)
+			b_out[o] = __fadd_rn(beta[o], __fmul_rn(__fsub_rn(bias ? bias[o] : 0.0f, mean[o]), sc));
+	}
+}
+
+cudaError_t bt_k_bn_fold(cudaStream_t s, const float *w, const float *bias, const float *gamma,
+			 const float *beta, const float *mean, const float *var, float eps, int cout,
+			 size_t per_out, float *w_out, float *b_out)
+{
+	size_t total = (size_t)cout * per_out;
+	if (total)
+		k_bn_fold<<<grid_for(total), THREADS, 0, s>>>(w, bias, gamma, beta, mean, var, eps, cout,
+							     per_out, w_out, b_out);
+	return cudaGetLastError();
+}
+
+__global__ void k_bn_running_one(float *rm, float *rv, const float *mean, int c, float mom)
+{
+	GRID_STRIDE(i, (size_t)c) {
+		rm[i] = __fadd_rn(__fmul_rn(1.0f - mom, rm[i]), __fmul_rn(mom, mean[i]));
+		rv[i] = __fmul_rn(1.0f - mom, rv[i]);
+	}
+}
+
+cudaError_t bt_k_bn_running_one(cudaStream_t s, float *running_mean, float *running_var,
+				const float *mean, int c, float momentum)
+{
+	if (c > 0)
+		k_bn_running_one<<<grid_for((size_t)c), THREADS, 0, s>>>(running_mean, running_var, mean,
+									  c, momentum);
+	return cudaGetLastError();
+}
+
+/* ---- pooling ---------------------------------------------------------------------------- */
+
+/* The CPU's (oneDNN's) rules: windows start at o * s - p; only real pixels take part; max
+ * keeps the first largest in (kh, kw) order; average divides by the real pixels of the
+ * window, or with count_pad by kh * kw, also where a ceil-mode window runs past the right
+ * padding. */
+__global__ void k_pool_fwd(struct bt_pool_desc d, const float *x, float *y, int32_t *ws, size_t total)
+{
+	GRID_STRIDE(i, total) {
+		int c = (int)(i % d.c);
+		size_t r = i / d.c;
+		int ow = (int)(r % d.ow), oh = (int)(r / d.ow % d.oh);
+		size_t n = r / ((size_t)d.ow * d.oh);
+		int hs = oh * d.sh - d.ph, wst = ow * d.sw - d.pw, idx = -1, cnt = 0;
+		float best = -INFINITY, sum = 0.0f;
+		const float *xn = x + n * d.h * d.w * d.c + c;
+		for (int kh = 0; kh < d.kh; kh++) {
+			int ih = hs + kh;
+			if (ih < 0 || ih >= d.h)
+				continue;
+			for (int kw = 0; kw < d.kw; kw++) {
+				int iw = wst + kw;
+				if (iw < 0 || iw >= d.w)
+					continue;
+				float v = xn[((size_t)ih * d.w + iw) * d.c];
+				if (idx < 0 || v > best) {
+					best = v;
+					idx = ih * d.w + iw;
+				}
+				sum += v;
+				cnt++;
+			}
+		}
+		if (d.max) {
+			y[i] = best;
+			ws[i] = idx;
+		} else {
+			y[i] = sum / (float)(d.count_pad ? d.kh * d.kw : cnt);
+		}
+	}
+}
+
+/* One thread per input element, summing over the windows that cover it in (oh, ow) order. */
+__global__ void k_pool_bwd(struct bt_pool_desc d, const float *dy, const int32_t *ws, float *dx, size_t total)
+{
+	GRID_STRIDE(i, total) {
+		int c = (int)(i % d.c);
+		size_t r = i / d.c;
+		int iw = (int)(r % d.w), ih = (int)(r / d.w % d.h);
+		size_t n = r / ((size_t)d.w * d.h);
+		int oh0 = ih + d.ph - d.kh + 1, ow0 = iw + d.pw - d.kw + 1;
+		int oh1 = (ih + d.ph) / d.sh, ow1 = (iw + d.pw) / d.sw;
+		int self = ih * d.w + iw;
+		float g = 0.0f;
+		oh0 = oh0 <= 0 ? 0 : (oh0 + d.sh - 1) / d.sh;
+		ow0 = ow0 <= 0 ? 0 : (ow0 + d.sw - 1) / d.sw;
+		oh1 = oh1 < d.oh - 1 ? oh1 : d.oh - 1;
+		ow1 = ow1 < d.ow - 1 ? ow1 : d.ow - 1;
+		for (int oh = oh0; oh <= oh1; oh++) {
+			for (int ow = ow0; ow <= ow1; ow++) {
+				size_t o = ((n * d.oh + oh) * d.ow + ow) * d.c + c;
+				if (d.max) {
+					if (ws[o] == self)
+						g += dy[o];
+				} else {
+					int hs = oh * d.sh - d.ph, wst = ow * d.sw - d.pw, cnt;
+					if (d.count_pad) {
+						cnt = d.kh * d.kw;
+					} else {
+						int h0 = hs > 0 ? hs : 0, h1 = hs + d.kh < d.h ? hs + d.kh : d.h;
+						int w0 = wst > 0 ? wst : 0, w1 = wst + d.kw < d.w ? wst + d.kw : d.w;
+						cnt = (h1 - h0) * (w1 - w0);
+					}
+					g += dy[o] / (float)cnt;
+				}
+			}
+		}
+		dx[i] = g;
+	}
+}
+
+size_t bt_k_pool_ws_bytes(const struct bt_pool_desc *d)
+{
+	return d->max ? (size_t)d->n * d->oh * d->ow * d->c * sizeof(int32_t) : 0;
+}
+
+cudaError_t bt_k_pool_fwd(cudaStream_t s, const struct bt_pool_desc *d, const float *x, float *y,
+			  int32_t *ws)
+{
+	size_t total = (size_t)d->n * d->oh * d->ow * d->c;
+	if (total)
+		k_pool_fwd<<<grid_for(total), THREADS, 0, s>>>(*d, x, y, ws, total);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_pool_bwd(cudaStream_t s, const struct bt_pool_desc *d, const float *dy,
+			  const int32_t *ws, float *dx)
+{
+	size_t total = (size_t)d->n * d->h * d->w * d->c;
+	if (total)
+		k_pool_bwd<<<grid_for(total), THREADS, 0, s>>>(*d, dy, ws, dx, total);
+	return cudaGetLastError();
+}
+
+/* ---- bias terms ------------------------------------------------------------------------- */
+
+__global__ void k_bias(float *y, const float *b, size_t total, int C, int add)
+{
+	GRID_STRIDE(i, total) {
+		float v = b[i % C];
+		y[i] = add ? y[i] + v : v;
+	}
+}
+
+cudaError_t bt_k_bias_add(cudaStream_t s, float *y, const float *b, size_t P, int C)
+{
+	if (P && C)
+		k_bias<<<grid_for(P * C), THREADS, 0, s>>>(y, b, P * C, C, 1);
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_bias_set(cudaStream_t s, float *y, const float *b, size_t P, int C)
+{
+	if (P && C)
+		k_bias<<<grid_for(P * C), THREADS, 0, s>>>(y, b, P * C, C, 0);
+	return cudaGetLastError();
+}
+
+/* Column sums in two passes: R chunks of rows, each reduced by a block of 32 columns x 8
+ * row lanes into tmp (R, C); then one thread per column adds its R partial sums in order. */
+#define CS_X 32
+#define CS_Y 8
+
+static size_t colsum_chunks(size_t P)
+{
+	size_t R = (P + 255) / 256;
+	return R < 1 ? 1 : R > 512 ? 512 : R;
+}
+
+size_t bt_k_colsum_tmp_bytes(size_t P, int C)
+{
+	return colsum_chunks(P) * (size_t)C * sizeof(float);
+}
+
+__global__ void k_colsum_part(const float *dy, size_t P, int C, size_t rows, float *tmp)
+{
+	__shared__ float sh[CS_Y][CS_X];
+	int o = blockIdx.x * CS_X + threadIdx.x;
+	size_t lo = (size_t)blockIdx.y * rows, hi = lo + rows < P ? lo + rows : P;
+	float acc = 0.0f;
+	if (o < C)
+		for (size_t p = lo + threadIdx.y; p < hi; p += CS_Y)
+			acc += dy[p * C + o];
+	sh[threadIdx.y][threadIdx.x] = acc;
+	__syncthreads();
+	if (threadIdx.y == 0 && o < C) {
+		for (int t = 1; t < CS_Y; t++)
+			acc += sh[t][threadIdx.x];
+		tmp[(size_t)blockIdx.y * C + o] = acc;
+	}
+}
+
+__global__ void k_colsum_final(float *db, const float *tmp, size_t R, int C)
+{
+	GRID_STRIDE(o, (size_t)C) {
+		float acc = 0.0f;
+		for (size_t r = 0; r < R; r++)
+			acc += tmp[r * C + o];
+		db[o] += acc;
+	}
+}
+
+cudaError_t bt_k_colsum_add(cudaStream_t s, float *db, const float *dy, size_t P, int C, float *tmp)
+{
+	size_t R = colsum_chunks(P), rows = (P + R - 1) / R;
+	dim3 grid((C + CS_X - 1) / CS_X, (unsigned)R), block(CS_X, CS_Y);
+	cudaError_t e;
+	if (!P || !C)
+		return cudaGetLastError();
+	k_colsum_part<<<grid, block, 0, s>>>(dy, P, C, rows, tmp);
+	if ((e = cudaGetLastError()) != cudaSuccess)
+		return e;
+	k_colsum_final<<<grid_for((size_t)C), THREADS, 0, s>>>(db, tmp, R, C);
+	return cudaGetLastError();
+}
+
+/* ---- softmax cross-entropy -------------------------------------------------------------- */
+
+__device__ static double warp_sum(double v)
+{
+	for (int o = 16; o; o >>= 1)
+		v += __shfl_down_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ static double warp_max(double v)
+{
+	for (int o = 16; o; o >>= 1)
+		v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* The block's sum (max) of v, returned to every thread. sh: one double per warp. */
+__device__ static double block_reduce(double v, double *sh, int is_max)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	double r;
+	v = is_max ? warp_max(v) : warp_sum(v);
+	if (lane == 0)
+		sh[w] = v;
+	__syncthreads();
+	if (w == 0) {
+		v = lane < nw ? sh[lane] : (is_max ? -INFINITY : 0.0);
+		v = is_max ? warp_max(v) : warp_sum(v);
+		if (lane == 0)
+			sh[0] = v;
+	}
+	__syncthreads();
+	r = sh[0];
+	__syncthreads();
+	return r;
+}
+
+/* One block per image, in double as the CPU: z / T is rounded to float first, as there. */
+__global__ void k_softmax_ce(const float *z, const int32_t *labels, const float *soft, int n, int K,
+			     float eps, float T, float *dz, double *row_loss, int *row_bad)
+{
+	__shared__ double sh[THREADS / 32];
+	int m = blockIdx.x, label = -1;
+	const float *zm = z + (size_t)m * K;
+	float *dm = dz + (size_t)m * K;
+	double mx = -INFINITY, sum = 0.0, tot = 0.0, lse;
+
+	if (!soft) {
+		label = labels[m];
+		if (label < 0 || label >= K) {
+			if (threadIdx.x == 0) {
+				row_bad[m] = 1;
+				row_loss[m] = 0.0;
+			}
+			return;
+		}
+	}
+	for (int k = threadIdx.x; k < K; k += blockDim.x)
+		mx = fmax(mx, (double)(zm[k] / T));
+	mx = block_reduce(mx, sh, 1);
+	for (int k = threadIdx.x; k < K; k += blockDim.x)
+		sum += exp((double)(zm[k] / T) - mx);
+	lse = mx + log(block_reduce(sum, sh, 0));
+	for (int k = threadIdx.x; k < K; k += blockDim.x) {
+		double logp = (double)(zm[k] / T) - lse;
+		double q = soft ? (double)soft[(size_t)m * K + k] : (k == label ? 1.0 - eps : (double)(eps / (K - 1)));
+		tot += q * logp;
+		dm[k] = (float)((exp(logp) - q) / ((double)n * T));
+	}
+	tot = block_reduce(tot, sh, 0);
+	if (threadIdx.x == 0) {
+		row_bad[m] = 0;
+		row_loss[m] = -tot;
+	}
+}
+
+cudaError_t bt_k_softmax_ce(cudaStream_t s, const float *z, const int32_t *labels, const float *soft,
+			    int n, int K, float eps, float T, float *dz, double *row_loss, int *row_bad)
+{
+	if (n > 0)
+		k_softmax_ce<<<n, THREADS, 0, s>>>(z, labels, soft, n, K, eps, T, dz, row_loss, row_bad);
+	return cudaGetLastError();
+}
+
+/* ---- SGD -------------------------------------------------------------------------------- */
+
+/* The CPU's update with every product and sum rounded separately, in its order:
+ * g = dw + decay w; v = momentum v + g; w = w - lr (g + momentum v). */
+__global__ void k_sgd(float *w, const float *dw, float *v, const struct bt_cuda_range *r, int nr,
+		      size_t total, float lr, float momentum, float wd)
+{
+	GRID_STRIDE(t, total) {
+		int lo = 0, hi = nr - 1;
+		while (lo < hi) {
+			int mid = (lo + hi + 1) / 2;
+			if (r[mid].start <= t)
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		size_t k = r[lo].offset + (t - r[lo].start);
+		float decay = r[lo].decay ? wd : 0.0f;
+		float g = __fadd_rn(dw[k], __fmul_rn(decay, w[k]));
+		float vk = __fadd_rn(__fmul_rn(momentum, v[k]), g);
+		v[k] = vk;
+		w[k] = __fsub_rn(w[k], __fmul_rn(lr, __fadd_rn(g, __fmul_rn(momentum, vk))));
+	}
+}
+
+cudaError_t bt_k_sgd(cudaStream_t s, float *w, const float *dw, float *v,
+		     const struct bt_cuda_range *ranges, int nranges, size_t total, float lr,
+		     float momentum, float wd)
+{
+	if (total && nranges > 0)
+		k_sgd<<<grid_for(total), THREADS, 0, s>>>(w, dw, v, ranges, nranges, total, lr, momentum, wd);
+	return cudaGetLastError();
+}
