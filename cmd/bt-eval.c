@@ -28,7 +28,7 @@
 #include "zoo.h"
 
 static const char usage_text[] =
-	"usage: bt-eval [-q] [-j N] [--batch-size B] [--top K] [--per-class]\n"
+	"usage: bt-eval [-q] [-j N] [--device D] [--batch-size B] [--top K] [--per-class]\n"
 	"               [--confusion FILE] [--predictions FILE [--logits]] [--json]\n"
 	"               [--input-size S] [--crop-ratio R] [--resize N] CKPT DATA\n"
 	"       bt-eval -h | --help | -V | --version\n";
@@ -51,6 +51,7 @@ static const char help_text[] =
 	"      --crop-ratio R    resize the shorter side to S/R, then centre-crop S x S\n"
 	"      --resize N        resize the shorter side to N instead\n"
 	"      --batch-size B    images per forward pass (default 64)\n"
+	"      --device D        cpu (default), cuda or cuda:N (an NVIDIA GPU)\n"
 	"  -j, --threads N       threads (default: the number of CPUs)\n"
 	"  -q, --quiet           no progress bar\n"
 	"  -h, --help            show this help\n"
@@ -59,7 +60,7 @@ static const char help_text[] =
 	"Exit status: 0 success, 1 failure, 2 usage error. See bt-eval(1).\n";
 
 enum { OPT_TOP = 256, OPT_PER_CLASS, OPT_CONFUSION, OPT_PREDICTIONS, OPT_LOGITS, OPT_JSON,
-       OPT_INPUT_SIZE, OPT_CROP_RATIO, OPT_RESIZE, OPT_BATCH };
+       OPT_INPUT_SIZE, OPT_CROP_RATIO, OPT_RESIZE, OPT_BATCH, OPT_DEVICE };
 
 static const struct option longopts[] = {
 	{"top", required_argument, NULL, OPT_TOP},
@@ -72,6 +73,7 @@ static const struct option longopts[] = {
 	{"crop-ratio", required_argument, NULL, OPT_CROP_RATIO},
 	{"resize", required_argument, NULL, OPT_RESIZE},
 	{"batch-size", required_argument, NULL, OPT_BATCH},
+	{"device", required_argument, NULL, OPT_DEVICE},
 	{"threads", required_argument, NULL, 'j'},
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
@@ -80,7 +82,7 @@ static const struct option longopts[] = {
 };
 
 struct opts {
-	const char *ckpt, *data, *confusion, *predictions;
+	const char *ckpt, *data, *confusion, *predictions, *device;
 	int top, per_class, logits, json, quiet, threads, batch;
 	int input_size, resize;  /* 0: the checkpoint's */
 	double crop_ratio;       /* 0: the checkpoint's */
@@ -438,7 +440,7 @@ static int evaluate(const struct opts *o)
 		st = bt_error_prefix(st, "%s", o->ckpt);
 		goto fail;
 	}
-	if ((st = bt_backend_cpu(&be, o->threads)) < 0)
+	if ((st = bt_backend_open(&be, o->device, o->threads)) < 0)
 		goto fail;
 	if ((st = bt_run_new(&r, &g, &be, o->batch)) < 0)
 		goto fail;
@@ -585,6 +587,11 @@ int main(int argc, char **argv)
 		case OPT_BATCH:
 			if (tool_parse_int("--batch-size", optarg, 1, 65536, &o.batch) < 0)
 				return 2;
+			break;
+		case OPT_DEVICE:
+			if (!tool_device_name(optarg))
+				return tool_usage_error("--device takes cpu, cuda or cuda:N, not '%s'", optarg);
+			o.device = optarg;
 			break;
 		case 'j':
 			if (tool_parse_int("-j", optarg, 1, 1024, &o.threads) < 0)

@@ -37,7 +37,7 @@
 
 static const char usage_text[] =
 	"usage: bt-train --model NAME --train TRAIN.btr [--val VAL.btr] -o RUNDIR [options]\n"
-	"       bt-train --resume RUNDIR [--train FILE] [--val FILE] [-j N] [--data-workers N]\n"
+	"       bt-train --resume RUNDIR [--train FILE] [--val FILE] [--device D] [-j N] [--data-workers N]\n"
 	"                [--log-interval N] [--save-frequency N] [--keep K] [-q]\n"
 	"       bt-train --benchmark --model NAME [--batch-size B] [--input-size S]\n"
 	"                [--in-channels C] [--classes K] [--steps N] [--warmup N] [-j N]\n"
@@ -80,8 +80,8 @@ static const char help_text[] =
 	"                          the training augmentation, as in bt-aug(1)\n"
 	"      --classes K         classes (default: the class names of the training records)\n"
 	"      --epoch-size N      records per epoch of a --train - stream\n"
-	"      --dtype T           float32 (float16 and bfloat16 need the CUDA backend)\n"
-	"      --device D          cpu (default)\n"
+	"      --dtype T           float32 (float16 and bfloat16 are not implemented yet)\n"
+	"      --device D          cpu (default), cuda or cuda:N (an NVIDIA GPU, float32)\n"
 	"      --seed S            random seed (default 0)\n"
 	"      --save-frequency N  keep epoch-NNNN.btc every N epochs (default 10; 0: none)\n"
 	"      --keep K            epoch checkpoints kept (default 3; 0: all)\n"
@@ -180,7 +180,7 @@ static const struct field fields[] = {
 	F("std", V_TRIPLE, std, 1, 0, 0),
 	F("dtype", V_STR, dtype, 0, 0, 0),
 	F("seed", V_U64, seed, 0, 0, 0),
-	F("device", V_STR, device, 0, 0, 0),
+	F("device", V_STR, device, 0, 0, 1),
 	F("save-frequency", V_INT, save_frequency, 0, 1e6, 1),
 	F("keep", V_INT, keep, 0, 1e6, 1),
 	F("log-interval", V_INT, log_interval, 1, 1e9, 1),
@@ -319,12 +319,12 @@ static void print_profile(struct bt_run *r, int steps, const char *what)
 }
 
 static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int steps, int warmup,
-		     int threads, int inference, int profile)
+		     const char *device, int threads, int inference, int profile)
 {
 	struct bt_graph g;
 	struct bt_backend be = {0};
 	struct bt_run *r = NULL;
-	float *x = NULL;
+	float *x = NULL, *sink = NULL;
 	int32_t *labels = NULL;
 	size_t nx;
 	double t0 = 0, train_s = 0, infer_s = 0, loss = 0;
@@ -334,7 +334,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	bt_graph_init(&g);
 	if ((st = bt_model_build(&g, model, mo)) < 0)
 		goto fail;
-	if ((st = bt_backend_cpu(&be, threads)) < 0)
+	if ((st = bt_backend_open(&be, device, threads)) < 0)
 		goto fail;
 	if ((st = bt_run_new(&r, &g, &be, batch)) < 0)
 		goto fail;
@@ -343,7 +343,8 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	nx = (size_t)batch * mo->input_size * mo->input_size * mo->in_channels;
 	x = malloc(nx * sizeof *x);
 	labels = malloc((size_t)batch * sizeof *labels);
-	if (!x || !labels) {
+	sink = malloc((size_t)mo->classes * sizeof *sink);
+	if (!x || !labels || !sink) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory for the synthetic batch");
 		goto fail;
 	}
@@ -364,10 +365,13 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 			bt_run_profile(r, profile);
 		}
 		if ((st = bt_run_forward(r, x, batch, 1, (uint64_t)s)) < 0 ||
-		    (st = bt_run_loss(r, labels, NULL, 0.1f, 1, &loss)) < 0 || (st = bt_run_backward(r)) < 0)
+		    (st = bt_run_loss(r, labels, NULL, 0.1f, 1, &loss)) < 0 || (st = bt_run_backward(r)) < 0 ||
+		    (st = bt_run_sgd(r, 0.01f, 0.9f, 1e-4f, 1)) < 0)
 			goto fail;
-		bt_run_sgd(r, 0.01f, 0.9f, 1e-4f, 1);
 	}
+	/* A device backend queues its work: reading a row of logits waits for all of it. */
+	if ((st = bt_run_read_logits(r, sink, 1)) < 0)
+		goto fail;
 	train_s = tool_now() - t0;
 	if (profile)
 		print_profile(r, steps, "training");
@@ -381,6 +385,8 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 			if ((st = bt_run_forward(r, x, batch, 0, 0)) < 0)
 				goto fail;
 		}
+		if ((st = bt_run_read_logits(r, sink, 1)) < 0)
+			goto fail;
 		infer_s = tool_now() - t0;
 		if (profile)
 			print_profile(r, steps, "inference");
@@ -399,6 +405,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	bt_backend_free(&be);
 	bt_graph_free(&g);
 	free(x);
+	free(sink);
 	free(labels);
 	return 0;
 fail:
@@ -406,6 +413,7 @@ fail:
 	bt_backend_free(&be);
 	bt_graph_free(&g);
 	free(x);
+	free(sink);
 	free(labels);
 	return tool_fail(st);
 }
@@ -790,8 +798,7 @@ static int step(struct trainer *t, const struct bt_batch *b, double lr, double *
 	*hits = bt_train_hits(t->logits, b->labels, n, K, lam);
 	if ((st = bt_run_backward(t->r)) < 0)
 		return st;
-	bt_run_sgd(t->r, (float)lr, (float)rc->momentum, (float)rc->wd, rc->no_wd);
-	return BT_OK;
+	return bt_run_sgd(t->r, (float)lr, (float)rc->momentum, (float)rc->wd, rc->no_wd);
 }
 
 static void log_step(struct trainer *t, double lr, double ips, double eta)
@@ -897,7 +904,7 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	bt_model_defaults(rc->model, &t->mo);
 	bt_graph_init(&t->g);
 	if ((st = bt_model_build(&t->g, rc->model, &t->mo)) < 0 ||
-	    (st = bt_backend_cpu(&t->be, t->threads)) < 0 ||
+	    (st = bt_backend_open(&t->be, rc->device, t->threads)) < 0 ||
 	    (st = bt_run_new(&t->r, &t->g, &t->be, rc->batch_size)) < 0)
 		goto fail;
 	{
@@ -1282,6 +1289,8 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		return tool_usage_error("unexpected argument '%s'", argv[optind]);
 
+	if (!tool_device_name(t.rc.device))
+		return tool_usage_error("--device takes cpu, cuda or cuda:N, not '%s'", t.rc.device);
 	if (bench) {
 		if (!t.rc.model[0])
 			return tool_usage_error("--benchmark needs --model NAME (bt-info --model list)");
@@ -1290,7 +1299,7 @@ int main(int argc, char **argv)
 		bmo.input_size = t.rc.input_size;
 		bmo.classes = t.rc.classes;
 		bmo.in_channels = in_channels;
-		return benchmark(t.rc.model, &bmo, t.rc.batch_size, steps, warmup, t.threads, infer, profile);
+		return benchmark(t.rc.model, &bmo, t.rc.batch_size, steps, warmup, t.rc.device, t.threads, infer, profile);
 	}
 
 	if (resume) {
@@ -1351,15 +1360,9 @@ int main(int argc, char **argv)
 		return tool_usage_error("unknown model '%s' (bt-info --model list)", t.rc.model);
 	if (strcmp(t.rc.dtype, "float32") != 0) {
 		if (!strcmp(t.rc.dtype, "float16") || !strcmp(t.rc.dtype, "bfloat16"))
-			return tool_usage_error("--dtype %s needs the CUDA backend, which this bt-train does not have yet",
+			return tool_usage_error("--dtype %s: mixed precision is not implemented yet; bt-train trains in float32",
 						t.rc.dtype);
 		return tool_usage_error("--dtype takes float32, float16 or bfloat16, not '%s'", t.rc.dtype);
-	}
-	if (strcmp(t.rc.device, "cpu") != 0) {
-		if (!strncmp(t.rc.device, "cuda", 4))
-			return tool_usage_error("--device %s: this bt-train trains on the CPU only (the CUDA backend is not in it yet)",
-						t.rc.device);
-		return tool_usage_error("--device takes cpu or cuda[:N], not '%s'", t.rc.device);
 	}
 	if (t.rc.base_lr > 0) {
 		for (int i = 0; i < ngiven && !resume; i++)

@@ -222,6 +222,18 @@ const char *tool_bytes(uint64_t n, char *buf, size_t len)
 	return buf;
 }
 
+int tool_device_name(const char *s)
+{
+	if (!strcmp(s, "cpu") || !strcmp(s, "cuda"))
+		return 1;
+	if (strncmp(s, "cuda:", 5) || !s[5] || strlen(s + 5) > 4)
+		return 0;
+	for (const char *p = s + 5; *p; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
+}
+
 int tool_parse_triple(const char *opt, const char *s, float v[3], int nonzero)
 {
 	char buf[256], *tok, *save = NULL;

@@ -24,6 +24,9 @@ int tool_parse_int(const char *opt, const char *s, int min, int max, int *v);
 int tool_parse_double(const char *opt, const char *s, double min, double max, double *v);
 /* "a" or "a,b,c" into v[3] (one value is used for every channel); nonzero refuses 0. */
 int tool_parse_triple(const char *opt, const char *s, float v[3], int nonzero);
+/* 1 when s names a device the way --device takes it: cpu, cuda or cuda:N. Whether that
+ * device exists is for bt_backend_open to say. */
+int tool_device_name(const char *s);
 
 /* Non-empty lines of a text file (trailing CR/LF removed). Returns a library status. */
 int tool_read_lines(const char *path, char ***lines, uint32_t *n);

@@ -770,8 +770,8 @@ int bt_run_backward(struct bt_run *r)
 	return st;
 }
 
-void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
+int bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
 {
 	int k = no_bias_decay ? 1 : 0;
-	r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges[k], r->nranges[k], lr, momentum, wd);
+	return r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges[k], r->nranges[k], lr, momentum, wd);
 }

@@ -67,8 +67,8 @@ int bt_run_backward(struct bt_run *r);
  *   v = momentum * v + g
  *   w = w - lr * (g + momentum * v)
  * no_bias_decay excludes biases and batch-norm gamma and beta. Running statistics are not
- * touched. */
-void bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay);
+ * touched. Returns the backend's status (a device backend can fail here). */
+int bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay);
 
 /* Per-op timing: when on, forward and backward add each node's wall time to a table by op
  * (seconds[op][0] forward, [1] backward) until it is switched off or reset. */

@@ -265,9 +265,16 @@ print("ok")'
 	run bt-train --model cifar_resnet20_v1 -o r
 	[ "$status" -eq 2 ]
 	run bt-train $RECIPE -o r --dtype float16
-	[ "$status" -eq 2 ] && [[ "$output" == *"CUDA backend"* ]]
-	run bt-train $RECIPE -o r --device cuda:0
+	[ "$status" -eq 2 ] && [[ "$output" == *"not implemented"* ]]
+	run bt-train $RECIPE -o r --device gpu
+	[ "$status" -eq 2 ] && [[ "$output" == *"cpu, cuda or cuda:N"* ]]
+	run bt-train $RECIPE -o r --device cuda:x
 	[ "$status" -eq 2 ]
+	if ! bt-info --devices | grep -q '^cuda:0 '; then
+		# No device here: a runtime failure that names it, not a usage error.
+		run bt-train $RECIPE -o rc --device cuda:0
+		[ "$status" -eq 1 ] && [[ "$output" == *"cuda:0: "* ]]
+	fi
 	run bt-train $RECIPE -o r --lr-mode exp
 	[ "$status" -eq 2 ]
 	run bt-train $RECIPE -o r --mixup-off-epoch 9 --num-epochs 2
