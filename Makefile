@@ -62,7 +62,7 @@ endif
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
 	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c lib/train.c \
-	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c
+	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c lib/mixed.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 ifeq ($(HAVE_CUDNN),yes)
@@ -83,7 +83,7 @@ TOOL_COMMON = cmd/tool.o
 UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
 	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph \
 	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run tests/unit/test_train \
-	tests/unit/test_checkpoint
+	tests/unit/test_checkpoint tests/unit/test_mixed
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata tests/gen/mkckpt
 # CPU against CUDA, op by op and over training runs; without a device it says so and passes.
 GPU_TESTS = tests/gpu/test_cuda

@@ -41,7 +41,7 @@ static const char usage_text[] =
 	"                [--log-interval N] [--save-frequency N] [--keep K] [-q]\n"
 	"       bt-train --benchmark --model NAME [--batch-size B] [--input-size S]\n"
 	"                [--in-channels C] [--classes K] [--steps N] [--warmup N] [-j N]\n"
-	"                [--no-inference] [--profile]\n"
+	"                [--device D] [--dtype T] [--no-inference] [--profile]\n"
 	"       bt-train -h | --help | -V | --version\n";
 
 static const char help_text[] =
@@ -80,8 +80,9 @@ static const char help_text[] =
 	"                          the training augmentation, as in bt-aug(1)\n"
 	"      --classes K         classes (default: the class names of the training records)\n"
 	"      --epoch-size N      records per epoch of a --train - stream\n"
-	"      --dtype T           float32 (float16 and bfloat16 are not implemented yet)\n"
-	"      --device D          cpu (default), cuda or cuda:N (an NVIDIA GPU, float32)\n"
+	"      --dtype T           float32 (default), or float16 or bfloat16: mixed precision,\n"
+	"                          with --device cuda only\n"
+	"      --device D          cpu (default), cuda or cuda:N (an NVIDIA GPU)\n"
 	"      --seed S            random seed (default 0)\n"
 	"      --save-frequency N  keep epoch-NNNN.btc every N epochs (default 10; 0: none)\n"
 	"      --keep K            epoch checkpoints kept (default 3; 0: all)\n"
@@ -319,7 +320,7 @@ static void print_profile(struct bt_run *r, int steps, const char *what)
 }
 
 static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int steps, int warmup,
-		     const char *device, int threads, int inference, int profile)
+		     const char *device, int dtype, int threads, int inference, int profile)
 {
 	struct bt_graph g;
 	struct bt_backend be = {0};
@@ -336,7 +337,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		goto fail;
 	if ((st = bt_backend_open(&be, device, threads)) < 0)
 		goto fail;
-	if ((st = bt_run_new(&r, &g, &be, batch)) < 0)
+	if ((st = bt_run_new_dtype(&r, &g, &be, batch, dtype)) < 0)
 		goto fail;
 	if ((st = bt_run_init_params(r, 1, 1)) < 0)
 		goto fail;
@@ -356,9 +357,9 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		for (int i = 0; i < batch; i++)
 			labels[i] = (int32_t)bt_rng_below(&rng, (uint64_t)mo->classes);
 	}
-	fprintf(stderr, "bt-train: benchmark %s, batch %d, %dx%dx%d, %d classes, %d threads, %s\n", model,
+	fprintf(stderr, "bt-train: benchmark %s, batch %d, %dx%dx%d, %d classes, %d threads, %s, %s\n", model,
 		batch, mo->input_size, mo->input_size, mo->in_channels, mo->classes, threads,
-		be.i->describe(be.ctx));
+		be.i->describe(be.ctx), bt_dtype_name(dtype));
 	for (int s = 0; s < warmup + steps; s++) {
 		if (s == warmup) {
 			t0 = tool_now();
@@ -393,13 +394,24 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 	}
 	printf("model       %s\n", model);
 	printf("batch       %d\n", batch);
+	printf("dtype       %s\n", bt_dtype_name(dtype));
 	printf("loss        %.4f (last step)\n", loss);
+	if (bt_run_scaler(r)->dynamic)
+		printf("loss scale  %.17g (%llu of %d steps skipped)\n", bt_run_loss_scale(r),
+		       (unsigned long long)bt_run_skipped_steps(r), warmup + steps);
 	printf("step        %.2f ms (forward + backward + SGD)\n", 1e3 * train_s / steps);
 	if (inference)
 		printf("inference   %.1f images/s\n", (double)batch * steps / infer_s);
 	printf("activations %zu kB (outputs, gradients and saved state for a batch of %d)\n",
 	       bt_run_activation_bytes(r) / 1024, batch);
 	printf("peak RSS    %ld kB\n", peak_rss_kb());
+	if (be.i->memory) {
+		/* A device backend: the most its buffers and workspaces held at once. */
+		size_t now = 0, peak = 0;
+		if ((st = be.i->memory(be.ctx, &now, &peak)) < 0)
+			goto fail;
+		printf("peak device memory %zu MB\n", (peak + ((size_t)1 << 20) - 1) >> 20);
+	}
 	printf("train       images/s\n%.1f\n", (double)batch * steps / train_s);
 	bt_run_free(r);
 	bt_backend_free(&be);
@@ -525,7 +537,15 @@ static int save_checkpoint(struct trainer *t, const char *path)
 	if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "epoch_loss_sum", "%.17g", p->loss_sum);
 	if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "epoch_correct", "%llu", (unsigned long long)p->correct);
 	if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "epoch_seen", "%llu", (unsigned long long)p->seen);
-	if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "loss_scale", "1");
+	{
+		/* The loss scaler's state, for a resumed float16 run to scale as this one would. */
+		const struct bt_loss_scaler *ls = bt_run_scaler(t->r);
+		if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "loss_scale", "%.17g", ls->scale);
+		if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "loss_scale_steps", "%llu",
+					      (unsigned long long)ls->good_steps);
+		if (st == 0) st = bt_ckpt_set(&c, BT_CKPT_STATE, "skipped_steps", "%llu",
+					      (unsigned long long)ls->skipped);
+	}
 	for (size_t i = 0; i < NFIELDS && st == 0; i++) {
 		field_key(&fields[i], key, sizeof key);
 		field_format(&t->rc, &fields[i], val, sizeof val);
@@ -665,10 +685,12 @@ static int end_epoch(struct trainer *t, double epoch_t0, uint64_t epoch_images, 
 	tool_progress_end();
 	dt = tool_now() - epoch_t0;
 	snprintf(line, sizeof line,
-		 "{\"type\":\"epoch\",\"epoch\":%llu,\"iteration\":%llu,\"loss\":%s,\"lr\":%s,\"train_top1\":%s,"
+		 "{\"type\":\"epoch\",\"epoch\":%llu,\"iteration\":%llu,\"loss\":%s,\"lr\":%s,"
+		 "\"loss_scale\":%.17g,\"skipped_steps\":%llu,\"train_top1\":%s,"
 		 "\"val_top1\":%s,\"val_top5\":%s,\"val_loss\":%s,\"images_per_s\":%.1f,\"seconds\":%.2f}",
 		 (unsigned long long)e, (unsigned long long)p->iteration, jnum(loss, b1, sizeof b1),
-		 jnum(lr, b2, sizeof b2), jnum(acc, b3, sizeof b3), jnum(top1, b4, sizeof b4),
+		 jnum(lr, b2, sizeof b2), bt_run_loss_scale(t->r), (unsigned long long)bt_run_skipped_steps(t->r),
+		 jnum(acc, b3, sizeof b3), jnum(top1, b4, sizeof b4),
 		 jnum(top5, b5, sizeof b5), jnum(vloss, b6, sizeof b6),
 		 train_dt > 0 ? (double)epoch_images / train_dt : 0.0, run_seconds(t));
 	if ((st = metrics_add(t, line)) < 0)
@@ -820,6 +842,25 @@ static void log_step(struct trainer *t, double lr, double ips, double eta)
 	}
 }
 
+/* The loss scaler of a resumed run. loss_scale is in every checkpoint ("1" but for
+ * float16); the step counts came later, and a checkpoint without them resumes from 0. */
+static int restore_scaler(struct trainer *t, const struct bt_ckpt *ck)
+{
+	const char *keys[2] = { "loss_scale_steps", "skipped_steps" };
+	uint64_t v[2] = { 0, 0 };
+	double scale;
+	int st;
+	if ((st = bt_ckpt_get_double(ck, BT_CKPT_STATE, "loss_scale", &scale)) < 0)
+		return st;
+	for (int i = 0; i < 2; i++)
+		if (bt_ckpt_get(ck, BT_CKPT_STATE, keys[i]) &&
+		    (st = bt_ckpt_get_u64(ck, BT_CKPT_STATE, keys[i], &v[i])) < 0)
+			return st;
+	if ((st = bt_run_set_scaler(t->r, scale, v[0], v[1])) < 0)
+		return bt_error_prefix(st, "checkpoint (dtype %s)", t->rc.dtype);
+	return BT_OK;
+}
+
 static int train(struct trainer *t, struct bt_ckpt *ck)
 {
 	struct recipe *rc = &t->rc;
@@ -905,7 +946,7 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	bt_graph_init(&t->g);
 	if ((st = bt_model_build(&t->g, rc->model, &t->mo)) < 0 ||
 	    (st = bt_backend_open(&t->be, rc->device, t->threads)) < 0 ||
-	    (st = bt_run_new(&t->r, &t->g, &t->be, rc->batch_size)) < 0)
+	    (st = bt_run_new_dtype(&t->r, &t->g, &t->be, rc->batch_size, bt_dtype_parse(rc->dtype))) < 0)
 		goto fail;
 	{
 		size_t per = (size_t)t->train_aug.size * t->train_aug.size * t->mo.in_channels;
@@ -922,6 +963,8 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	if (ck) {
 		if ((st = bt_ckpt_get_params(ck, &t->g, t->hparams, t->hmom)) >= 0)
 			st = bt_run_write_state(t->r, t->hparams, t->hmom);
+		if (st >= 0)
+			st = restore_scaler(t, ck);
 	} else {
 		st = bt_run_init_params(t->r, rc->seed, rc->last_gamma);
 	}
@@ -955,10 +998,12 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	fflush(t->mf);
 
 	if (!t->quiet) {
-		tool_err("%s %s: %s, %d classes, %dx%dx%d input, %.3gM parameters, batch %d, %llu steps per epoch, lr %g (%s), %s",
+		tool_err("%s %s: %s, %d classes, %dx%dx%d input, %.3gM parameters, batch %d, %llu steps per epoch, lr %g (%s), %s%s%s",
 			 ck ? "resuming" : "training", rc->model, rc->train, t->K, t->mo.input_size, t->mo.input_size,
 			 t->mo.in_channels, bt_graph_trainable(&t->g) / 1e6, rc->batch_size,
-			 (unsigned long long)t->bpe, lr, bt_lr_mode_name(rc->lr_mode), t->be.i->describe(t->be.ctx));
+			 (unsigned long long)t->bpe, lr, bt_lr_mode_name(rc->lr_mode), t->be.i->describe(t->be.ctx),
+			 strcmp(rc->dtype, "float32") ? ", mixed precision " : "",
+			 strcmp(rc->dtype, "float32") ? rc->dtype : "");
 		if (ck)
 			tool_err("from epoch %llu, batch %llu (iteration %llu)", (unsigned long long)p->epoch + 1,
 				 (unsigned long long)p->batch, (unsigned long long)p->iteration);
@@ -1011,11 +1056,13 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 				char line[512], b1[32], b2[32], b3[32];
 				snprintf(line, sizeof line,
 					 "{\"type\":\"log\",\"epoch\":%llu,\"batch\":%llu,\"iteration\":%llu,\"loss\":%s,\"lr\":%s,"
+					 "\"loss_scale\":%.17g,\"skipped_steps\":%llu,"
 					 "\"train_top1\":%s,\"images_per_s\":%.1f,\"seconds\":%.2f}",
 					 (unsigned long long)p->epoch, (unsigned long long)p->batch,
 					 (unsigned long long)p->iteration, jnum(p->loss_sum / p->seen, b1, sizeof b1),
-					 jnum(lr, b2, sizeof b2), jnum((double)p->correct / p->seen, b3, sizeof b3), ips,
-					 run_seconds(t));
+					 jnum(lr, b2, sizeof b2), bt_run_loss_scale(t->r),
+					 (unsigned long long)bt_run_skipped_steps(t->r),
+					 jnum((double)p->correct / p->seen, b3, sizeof b3), ips, run_seconds(t));
 				if ((st = metrics_add(t, line)) < 0)
 					goto fail;
 			}
@@ -1176,6 +1223,20 @@ static void trainer_free(struct trainer *t)
 		fclose(t->mf);
 }
 
+/* --dtype names a type, and a half one a CUDA device (the CPU backend computes in float32;
+ * a resumed run's dtype comes from its recipe, its device from the command line). 0, or
+ * 2 after a usage message. */
+static int check_dtype(const struct recipe *rc)
+{
+	int dt = bt_dtype_parse(rc->dtype);
+	if (dt < 0)
+		return tool_usage_error("--dtype takes float32, float16 or bfloat16, not '%s'", rc->dtype);
+	if (dt != BT_DTYPE_F32 && strncmp(rc->device, "cuda", 4) != 0)
+		return tool_usage_error("--dtype %s needs --device cuda (mixed precision runs on a GPU; the CPU computes in float32)",
+					rc->dtype);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct option longopts[NFIELDS + 32];
@@ -1292,6 +1353,8 @@ int main(int argc, char **argv)
 	if (!tool_device_name(t.rc.device))
 		return tool_usage_error("--device takes cpu, cuda or cuda:N, not '%s'", t.rc.device);
 	if (bench) {
+		if (check_dtype(&t.rc))
+			return 2;
 		if (!t.rc.model[0])
 			return tool_usage_error("--benchmark needs --model NAME (bt-info --model list)");
 		if (!known_model(t.rc.model))
@@ -1299,7 +1362,8 @@ int main(int argc, char **argv)
 		bmo.input_size = t.rc.input_size;
 		bmo.classes = t.rc.classes;
 		bmo.in_channels = in_channels;
-		return benchmark(t.rc.model, &bmo, t.rc.batch_size, steps, warmup, t.rc.device, t.threads, infer, profile);
+		return benchmark(t.rc.model, &bmo, t.rc.batch_size, steps, warmup, t.rc.device,
+				 bt_dtype_parse(t.rc.dtype), t.threads, infer, profile);
 	}
 
 	if (resume) {
@@ -1358,12 +1422,8 @@ int main(int argc, char **argv)
 	t.rundir = out;
 	if (!known_model(t.rc.model))
 		return tool_usage_error("unknown model '%s' (bt-info --model list)", t.rc.model);
-	if (strcmp(t.rc.dtype, "float32") != 0) {
-		if (!strcmp(t.rc.dtype, "float16") || !strcmp(t.rc.dtype, "bfloat16"))
-			return tool_usage_error("--dtype %s: mixed precision is not implemented yet; bt-train trains in float32",
-						t.rc.dtype);
-		return tool_usage_error("--dtype takes float32, float16 or bfloat16, not '%s'", t.rc.dtype);
-	}
+	if ((rv = check_dtype(&t.rc)) != 0)
+		goto done;
 	if (t.rc.base_lr > 0) {
 		for (int i = 0; i < ngiven && !resume; i++)
 			if (!strcmp(given[i].f->opt, "lr"))

@@ -8,6 +8,12 @@
  * move bytes between the host and the device. Backward kernels ADD into parameter
  * gradients and OVERWRITE input gradients, as lib/cpu.h says.
  *
+ * Types: parameters, their gradients and optimizer state are always float32. Activations
+ * and their gradients are of a compute dtype (mixed.h) that each op's descriptor or dtype
+ * argument names, and `supports` says which the backend has: float32 everywhere, float16
+ * and bfloat16 on CUDA (mixed precision). A backend given a dtype it does not support
+ * fails with BT_ERR_UNSUPPORTED.
+ *
  * Checklist when adding an op: a slot here, the CPU implementation (lib/cpu_backend.c and,
  * for the heavy ones, lib/cpu.c), the CUDA one (lib/cuda/backend.cu, and its kernel in
  * lib/cuda/kernels.cu), the call in lib/run.c, and tests (tests/unit/test_cpu.c, and the
@@ -20,6 +26,7 @@
 #include <stdint.h>
 
 #include "cpu.h"
+#include "mixed.h"
 
 /* A run of parameters that the optimizer updates with the same weight-decay rule. */
 struct bt_sgd_range {
@@ -32,70 +39,101 @@ struct bt_backend_i {
 	const char *(*describe)(void *ctx);
 	void (*destroy)(void *ctx);
 
+	/* 1 when the ops below compute in dtype (enum bt_dtype, mixed.h), given in their
+	 * descriptors or dtype arguments. Every backend computes in float32; the others are
+	 * mixed precision, as below. */
+	int (*supports)(void *ctx, int dtype);
+
 	int (*alloc)(void *ctx, size_t bytes, void **p);
 	void (*release)(void *ctx, void *p);
 	int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
 	int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
 	int (*zero)(void *ctx, void *p, size_t bytes);
 
-	/* The heavy kernels, with the descriptors and semantics of cpu.h. */
-	int (*conv_fwd)(void *ctx, const struct bt_conv_desc *d, const float *x, const float *w,
-			const float *b, float *y);
-	int (*conv_bwd_data)(void *ctx, const struct bt_conv_desc *d, const float *dy, const float *w,
-			     float *dx);
-	int (*conv_bwd_weights)(void *ctx, const struct bt_conv_desc *d, const float *x, const float *dy,
+	/* The heavy kernels, with the descriptors and semantics of cpu.h. With a descriptor's
+	 * dtype float16 or bfloat16, the activations and their gradients (x, y, dx, dy) and
+	 * the weights w are of that type, computed with float32 accumulation; biases, every
+	 * gradient of a parameter (dw, db, dgamma, dbeta, added into as always) and every
+	 * batch-norm parameter and statistic stay float32. */
+	int (*conv_fwd)(void *ctx, const struct bt_conv_desc *d, const void *x, const void *w,
+			const float *b, void *y);
+	int (*conv_bwd_data)(void *ctx, const struct bt_conv_desc *d, const void *dy, const void *w,
+			     void *dx);
+	int (*conv_bwd_weights)(void *ctx, const struct bt_conv_desc *d, const void *x, const void *dy,
 				float *dw, float *db);
-	int (*bn_fwd_train)(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+	int (*bn_fwd_train)(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
 			    const float *beta, float *running_mean, float *running_var, float *save_mean,
-			    float *save_invstd, float *y);
-	int (*bn_fwd_infer)(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+			    float *save_invstd, void *y);
+	int (*bn_fwd_infer)(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
 			    const float *beta, const float *running_mean, const float *running_var,
-			    float *y);
-	int (*bn_bwd)(void *ctx, const struct bt_bn_desc *d, const float *x, const float *dy,
-		      const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+			    void *y);
+	int (*bn_bwd)(void *ctx, const struct bt_bn_desc *d, const void *x, const void *dy,
+		      const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
 		      float *dgamma, float *dbeta);
 	size_t (*pool_ws_bytes)(void *ctx, const struct bt_pool_desc *d);
-	int (*pool_fwd)(void *ctx, const struct bt_pool_desc *d, const float *x, float *y, void *ws);
-	int (*pool_bwd)(void *ctx, const struct bt_pool_desc *d, const float *dy, const void *ws,
-			float *dx);
-	int (*fc_fwd)(void *ctx, const struct bt_fc_desc *d, const float *x, const float *w,
-		      const float *b, float *y);
-	int (*fc_bwd)(void *ctx, const struct bt_fc_desc *d, const float *x, const float *dy,
-		      const float *w, float *dx, float *dw, float *db);
+	int (*pool_fwd)(void *ctx, const struct bt_pool_desc *d, const void *x, void *y, void *ws);
+	int (*pool_bwd)(void *ctx, const struct bt_pool_desc *d, const void *dy, const void *ws,
+			void *dx);
+	int (*fc_fwd)(void *ctx, const struct bt_fc_desc *d, const void *x, const void *w,
+		      const float *b, void *y);
+	int (*fc_bwd)(void *ctx, const struct bt_fc_desc *d, const void *x, const void *dy,
+		      const void *w, void *dx, float *dw, float *db);
 
-	/* Elementwise and data movement; n counts floats. relu_fwd allows y == x, add allows
-	 * y == a or y == b. */
-	int (*relu_fwd)(void *ctx, const float *x, float *y, size_t n);
-	int (*relu_bwd)(void *ctx, const float *y, const float *dy, float *dx, size_t n);
-	int (*add)(void *ctx, const float *a, const float *b, float *y, size_t n);
-	int (*accumulate)(void *ctx, float *y, const float *x, size_t n);       /* y += x */
-	int (*copy)(void *ctx, float *y, const float *x, size_t n);
+	/* Elementwise and data movement on tensors of dtype; n counts elements. Arithmetic is
+	 * in float32, rounded once to dtype. relu_fwd allows y == x, add allows y == a or
+	 * y == b. */
+	int (*relu_fwd)(void *ctx, int dtype, const void *x, void *y, size_t n);
+	int (*relu_bwd)(void *ctx, int dtype, const void *y, const void *dy, void *dx, size_t n);
+	int (*add)(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n);
+	int (*accumulate)(void *ctx, int dtype, void *y, const void *x, size_t n);     /* y += x */
+	int (*copy)(void *ctx, int dtype, void *y, const void *x, size_t n);
 	/* (N,HW,C) -> (N,C) mean, and its adjoint. */
-	int (*gap_fwd)(void *ctx, const float *x, float *y, int n, size_t hw, int c);
-	int (*gap_bwd)(void *ctx, const float *dy, float *dx, int n, size_t hw, int c);
+	int (*gap_fwd)(void *ctx, int dtype, const void *x, void *y, int n, size_t hw, int c);
+	int (*gap_bwd)(void *ctx, int dtype, const void *dy, void *dx, int n, size_t hw, int c);
 	/* Copies channels [off, off+cj) of a (P, co) tensor from / to a (P, cj) one. */
-	int (*concat_fwd)(void *ctx, const float *xj, float *y, size_t pixels, int cj, int co, int off);
-	int (*concat_bwd)(void *ctx, const float *dy, float *dxj, size_t pixels, int cj, int co, int off);
-	/* mask[k] = 0 with probability p, else 1/(1-p), from a hash of (seed, k); y = x mask. */
-	int (*dropout_fwd)(void *ctx, const float *x, float *y, float *mask, size_t n, float p,
+	int (*concat_fwd)(void *ctx, int dtype, const void *xj, void *y, size_t pixels, int cj, int co,
+			  int off);
+	int (*concat_bwd)(void *ctx, int dtype, const void *dy, void *dxj, size_t pixels, int cj, int co,
+			  int off);
+	/* mask[k] = 0 with probability p, else 1/(1-p) (rounded to dtype), from a hash of
+	 * (seed, k); y = x mask. */
+	int (*dropout_fwd)(void *ctx, int dtype, const void *x, void *y, void *mask, size_t n, float p,
 			   uint64_t seed);
-	int (*mul)(void *ctx, const float *a, const float *b, float *y, size_t n);
+	int (*mul)(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n);
 
-	/* Inference: conv weights (cout, per_out) and bias (cout, or NULL for none) with a
-	 * batch norm folded in: w' = w g / sqrt(var + eps), b' = beta + (b - mean) g / sqrt(var + eps). */
+	/* Inference, float32: conv weights (cout, per_out) and bias (cout, or NULL for none)
+	 * with a batch norm folded in: w' = w g / sqrt(var + eps), b' = beta + (b - mean) g /
+	 * sqrt(var + eps). */
 	int (*bn_fold)(void *ctx, const float *w, const float *bias, const float *gamma,
 		       const float *beta, const float *mean, const float *var, float eps, int cout,
 		       size_t per_out, float *w_out, float *b_out);
 
-	/* Softmax cross-entropy of (n, K) logits divided by T, against labels smoothed by eps
-	 * (1 - eps on the class, eps/(K-1) elsewhere) or soft targets (n, K); writes
+	/* Softmax cross-entropy of (n, K) float32 logits divided by T, against labels smoothed
+	 * by eps (1 - eps on the class, eps/(K-1) elsewhere) or soft targets (n, K); writes
 	 * dlogits = (p - q) / (n T) and the mean loss. labels, soft: device memory. */
 	int (*softmax_ce)(void *ctx, const float *logits, const int32_t *labels, const float *soft,
 			  int n, int K, float eps, float T, float *dlogits, double *loss);
 
-	/* SGD with Nesterov momentum over the ranges of the arenas w, dw, v (run.h). */
+	/* SGD with Nesterov momentum over the ranges of the float32 arenas w, dw, v (run.h),
+	 * the gradient taken as dw * gscale (1 / S undoes a loss scale S; 1 leaves dw as it
+	 * is, bit for bit). */
 	int (*sgd)(void *ctx, float *w, const float *dw, float *v, const struct bt_sgd_range *ranges,
-		   int nranges, float lr, float momentum, float wd);
+		   int nranges, float lr, float momentum, float wd, float gscale);
+
+	/* Mixed precision. y = scale * x, x of type xt and y of type yt, n elements: the
+	 * product in float32, then rounded to nearest even into float16 or bfloat16 (NaN stays
+	 * NaN; beyond the range is an infinity), or exact into float32. Every backend has it,
+	 * for every pair of types, so the CPU's is the reference for the others'. */
+	int (*cast)(void *ctx, const void *x, int xt, void *y, int yt, size_t n, float scale);
+	/* *found = 1 when one of the n floats of x is an infinity or a NaN, else 0. */
+	int (*nonfinite)(void *ctx, const float *x, size_t n, int *found);
+
+	/* Optional (NULL: the backend works synchronously): returns when every operation
+	 * queued so far has finished; for timing. */
+	int (*sync)(void *ctx);
+	/* Optional (NULL: the process's own memory, nothing to report): bytes of device memory
+	 * the backend's allocations and workspaces hold now, and held at most so far. */
+	int (*memory)(void *ctx, size_t *now, size_t *peak);
 };
 
 struct bt_backend {
@@ -106,7 +144,8 @@ struct bt_backend {
 /* The CPU backend (oneDNN and plain C) with up to `threads` threads (0: all). */
 int bt_backend_cpu(struct bt_backend *be, int threads);
 
-/* The CUDA backend (lib/cuda/: cuDNN, cuBLAS and bt's kernels, FP32) on device `device`.
+/* The CUDA backend (lib/cuda/: cuDNN, cuBLAS and bt's kernels; float32, and float16 and
+ * bfloat16 for mixed precision) on device `device`.
  * Its buffers are device memory: read and write them with upload and download only. Calls
  * must come from the thread that made it. BT_ERR_UNSUPPORTED in a build without CUDA or
  * cuDNN; BT_ERR_NOTFOUND when the device is not visible (the detail says why). */

@@ -8,6 +8,11 @@
  * step, and OVERWRITE input gradients (dx).
  *
  * Shapes: x (N,H,W,C); conv weights (Cout,KH,KW,Cin/groups); fc weights (Cout,Cin).
+ *
+ * Each descriptor ends with dtype, the compute type (enum bt_dtype, mixed.h), which an
+ * initialiser that leaves it out sets to 0, float32: the only type these kernels take. The
+ * backends (backend.h) say what a half dtype means for each argument; the CPU backend
+ * refuses it.
  */
 #ifndef BT_CPU_H
 #define BT_CPU_H
@@ -30,6 +35,7 @@ struct bt_conv_desc {
 	int oh, ow, cout;           /* output */
 	int kh, kw, sh, sw, ph, pw, dh, dw, groups; /* dh, dw: dilation, 1 = none */
 	int bias;
+	int dtype;                  /* enum bt_dtype; 0: float32 */
 };
 int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x /* (N,H,W,C) */,
 		    const float *w /* (Cout,KH,KW,C/g) */, const float *b /* (Cout) or NULL */,
@@ -42,6 +48,7 @@ int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, co
 struct bt_bn_desc {
 	int n, h, w, c;
 	float eps, momentum;        /* running = (1 - momentum) * running + momentum * batch */
+	int dtype;                  /* enum bt_dtype; 0: float32 */
 };
 /* Training: batch statistics; saves mean and inverse std (C each) for backward; updates the
  * running statistics (variance unbiased, as PyTorch). */
@@ -60,6 +67,7 @@ struct bt_pool_desc {
 	int kh, kw, sh, sw, ph, pw;
 	int max;                    /* 1 max, 0 average */
 	int count_pad;              /* average: divide by the full window, padding included */
+	int dtype;                  /* enum bt_dtype; 0: float32 */
 };
 /* ws: workspace for max pooling's argmax, bt_cpu_pool_ws_bytes bytes (0 for average). */
 size_t bt_cpu_pool_ws_bytes(struct bt_cpu *cpu, const struct bt_pool_desc *d);
@@ -70,6 +78,7 @@ int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const floa
 
 struct bt_fc_desc {
 	int n, cin, cout, bias;
+	int dtype;                  /* enum bt_dtype; 0: float32 */
 };
 int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x /* (N,Cin) */,
 		  const float *w /* (Cout,Cin) */, const float *b, float *y /* (N,Cout) */);

@@ -2,10 +2,17 @@
  * elementwise ops, data movement, loss and optimizer in plain C, parallelised with OpenMP.
  * Elementwise loops are plain functions called on each thread's share of the range: as
  * such their restrict pointers survive (OpenMP's outlining drops them) and they vectorise.
+ *
+ * It computes in float32 only: an op given float16 or bfloat16 fails with
+ * BT_ERR_UNSUPPORTED ("float16 needs --device cuda ..."), and `supports` says so
+ * beforehand. Its cast, between every pair of types through mixed.h's and augment.h's
+ * conversions, is the reference the CUDA backend's cast is checked against.
  */
 #define _GNU_SOURCE
+#include "augment.h"
 #include "backend.h"
 #include "bt.h"
+#include "mixed.h"
 #include "rng.h"
 
 #include <math.h>
@@ -72,9 +79,26 @@ static void acc_k(float *restrict y, const float *restrict a, size_t n)
 		}                                                                            \
 	} while (0)
 
-static int c_relu_fwd(void *ctx, const float *x, float *y, size_t n)
+/* Every op given a type other than float32. */
+static int refuse(int dtype)
+{
+	return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the CPU backend computes in float32 only",
+			bt_dtype_name(dtype));
+}
+
+static int c_supports(void *ctx, int dtype)
 {
 	(void)ctx;
+	return dtype == BT_DTYPE_F32;
+}
+
+static int c_relu_fwd(void *ctx, int dtype, const void *xv, void *yv, size_t n)
+{
+	const float *x = xv;
+	float *y = yv;
+	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 	if (x == y)
 		PAR_SHARE(n, relu_inplace_k(y + lo, hi - lo));
 	else
@@ -82,16 +106,22 @@ static int c_relu_fwd(void *ctx, const float *x, float *y, size_t n)
 	return BT_OK;
 }
 
-static int c_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, size_t n)
+static int c_relu_bwd(void *ctx, int dtype, const void *y, const void *dy, void *dx, size_t n)
 {
 	(void)ctx;
-	PAR_SHARE(n, relu_bwd_k(dx + lo, dy + lo, y + lo, hi - lo));
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
+	PAR_SHARE(n, relu_bwd_k((float *)dx + lo, (const float *)dy + lo, (const float *)y + lo, hi - lo));
 	return BT_OK;
 }
 
-static int c_add(void *ctx, const float *a, const float *b, float *y, size_t n)
+static int c_add(void *ctx, int dtype, const void *av, const void *bv, void *yv, size_t n)
 {
+	const float *a = av, *b = bv;
+	float *y = yv;
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 	/* y may be a or b (an in-place residual addition). */
 	if (y == a)
 		PAR_SHARE(n, acc_k(y + lo, b + lo, hi - lo));
@@ -102,31 +132,41 @@ static int c_add(void *ctx, const float *a, const float *b, float *y, size_t n)
 	return BT_OK;
 }
 
-static int c_mul(void *ctx, const float *a, const float *b, float *y, size_t n)
+static int c_mul(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n)
 {
 	(void)ctx;
-	PAR_SHARE(n, mul_k(y + lo, a + lo, b + lo, hi - lo));
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
+	PAR_SHARE(n, mul_k((float *)y + lo, (const float *)a + lo, (const float *)b + lo, hi - lo));
 	return BT_OK;
 }
 
-static int c_accumulate(void *ctx, float *y, const float *x, size_t n)
+static int c_accumulate(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	(void)ctx;
-	PAR_SHARE(n, acc_k(y + lo, x + lo, hi - lo));
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
+	PAR_SHARE(n, acc_k((float *)y + lo, (const float *)x + lo, hi - lo));
 	return BT_OK;
 }
 
-static int c_copy(void *ctx, float *y, const float *x, size_t n)
+static int c_copy(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 	if (y != x)
 		memcpy(y, x, n * sizeof(float));
 	return BT_OK;
 }
 
-static int c_gap_fwd(void *ctx, const float *x, float *y, int n, size_t hw, int c)
+static int c_gap_fwd(void *ctx, int dtype, const void *xv, void *yv, int n, size_t hw, int c)
 {
+	const float *x = xv;
+	float *y = yv;
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (int m = 0; m < n; m++) {
 		const float *xm = x + (size_t)m * hw * c;
@@ -142,9 +182,13 @@ static int c_gap_fwd(void *ctx, const float *x, float *y, int n, size_t hw, int 
 	return BT_OK;
 }
 
-static int c_gap_bwd(void *ctx, const float *dy, float *dx, int n, size_t hw, int c)
+static int c_gap_bwd(void *ctx, int dtype, const void *dyv, void *dxv, int n, size_t hw, int c)
 {
+	const float *dy = dyv;
+	float *dx = dxv;
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (int m = 0; m < n; m++)
 		for (size_t p = 0; p < hw; p++)
@@ -153,29 +197,44 @@ static int c_gap_bwd(void *ctx, const float *dy, float *dx, int n, size_t hw, in
 	return BT_OK;
 }
 
-static int c_concat_fwd(void *ctx, const float *xj, float *y, size_t pixels, int cj, int co, int off)
+static int c_concat_fwd(void *ctx, int dtype, const void *xjv, void *yv, size_t pixels, int cj, int co,
+			int off)
 {
+	const float *xj = xjv;
+	float *y = yv;
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (size_t p = 0; p < pixels; p++)
 		memcpy(y + p * co + off, xj + p * cj, (size_t)cj * sizeof(float));
 	return BT_OK;
 }
 
-static int c_concat_bwd(void *ctx, const float *dy, float *dxj, size_t pixels, int cj, int co, int off)
+static int c_concat_bwd(void *ctx, int dtype, const void *dyv, void *dxjv, size_t pixels, int cj, int co,
+			int off)
 {
+	const float *dy = dyv;
+	float *dxj = dxjv;
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (size_t p = 0; p < pixels; p++)
 		memcpy(dxj + p * cj, dy + p * co + off, (size_t)cj * sizeof(float));
 	return BT_OK;
 }
 
-static int c_dropout_fwd(void *ctx, const float *x, float *y, float *mask, size_t n, float p, uint64_t seed)
+static int c_dropout_fwd(void *ctx, int dtype, const void *xv, void *yv, void *maskv, size_t n, float p,
+			 uint64_t seed)
 {
+	const float *x = xv;
+	float *y = yv, *mask = maskv;
 	float keep = 1.0f / (1.0f - p);
 	uint64_t s = bt_mix64(seed ^ UINT64_C(0x5851f42d4c957f2d));
 	(void)ctx;
+	if (dtype != BT_DTYPE_F32)
+		return refuse(dtype);
 	/* A hash of (seed, k) per element rather than a running generator: any thread, or a
 	 * GPU thread, computes the same mask. */
 #pragma omp parallel for schedule(static)
@@ -232,7 +291,7 @@ static int c_softmax_ce(void *ctx, const float *z, const int32_t *labels, const 
 }
 
 static int c_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt_sgd_range *ranges, int nr,
-		 float lr, float momentum, float wd)
+		 float lr, float momentum, float wd, float gscale)
 {
 	(void)ctx;
 	for (int i = 0; i < nr; i++) {
@@ -240,11 +299,56 @@ static int c_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt
 		const float *restrict gi = dw + ranges[i].offset;
 		float decay = ranges[i].decay ? wd : 0.0f;
 		for (size_t k = 0; k < ranges[i].count; k++) {
-			float g = gi[k] + decay * wi[k];
+			/* gscale 1: the product is dw itself, exactly */
+			float g = gi[k] * gscale + decay * wi[k];
 			vi[k] = momentum * vi[k] + g;
 			wi[k] -= lr * (g + momentum * vi[k]);
 		}
 	}
+	return BT_OK;
+}
+
+/* One element of type t at p[i], as a float (exact). */
+static float load_as_float(const void *p, int t, size_t i)
+{
+	switch (t) {
+	case BT_DTYPE_F16: return bt_f16_to_f32(((const uint16_t *)p)[i]);
+	case BT_DTYPE_BF16: return bt_bf16_to_f32(((const uint16_t *)p)[i]);
+	default: return ((const float *)p)[i];
+	}
+}
+
+static void store_float(void *p, int t, size_t i, float v)
+{
+	switch (t) {
+	case BT_DTYPE_F16: ((uint16_t *)p)[i] = bt_f32_to_f16(v); break;
+	case BT_DTYPE_BF16: ((uint16_t *)p)[i] = bt_f32_to_bf16(v); break;
+	default: ((float *)p)[i] = v; break;
+	}
+}
+
+static int c_cast(void *ctx, const void *x, int xt, void *y, int yt, size_t n, float scale)
+{
+	(void)ctx;
+	if (!bt_dtype_size(xt) || !bt_dtype_size(yt))
+		return bt_error(BT_ERR_INVALID, "cast: dtype %d to %d", xt, yt);
+	/* The product only when scale is not 1, so that a NaN keeps its payload as it is. */
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < n; i++) {
+		float v = load_as_float(x, xt, i);
+		store_float(y, yt, i, scale == 1.0f ? v : v * scale);
+	}
+	return BT_OK;
+}
+
+static int c_nonfinite(void *ctx, const float *x, size_t n, int *found)
+{
+	int bad = 0;
+	(void)ctx;
+#pragma omp parallel for schedule(static) reduction(| : bad)
+	for (size_t i = 0; i < n; i++)
+		bad |= !isfinite(x[i]);
+	*found = bad;
 	return BT_OK;
 }
 
@@ -281,37 +385,38 @@ static const char *c_describe(void *ctx) { return bt_cpu_describe(ctx); }
 static void c_destroy(void *ctx) { bt_cpu_free(ctx); }
 
 /* The heavy kernels: cpu.h's functions take the context as their first argument already;
- * these adapters only convert it from void *. */
-static int c_conv_fwd(void *c, const struct bt_conv_desc *d, const float *x, const float *w, const float *b, float *y)
-{ return bt_cpu_conv_fwd(c, d, x, w, b, y); }
-static int c_conv_bwd_data(void *c, const struct bt_conv_desc *d, const float *dy, const float *w, float *dx)
-{ return bt_cpu_conv_bwd_data(c, d, dy, w, dx); }
-static int c_conv_bwd_weights(void *c, const struct bt_conv_desc *d, const float *x, const float *dy, float *dw, float *db)
-{ return bt_cpu_conv_bwd_weights(c, d, x, dy, dw, db); }
-static int c_bn_fwd_train(void *c, const struct bt_bn_desc *d, const float *x, const float *g, const float *b,
-			  float *rm, float *rv, float *sm, float *si, float *y)
-{ return bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y); }
-static int c_bn_fwd_infer(void *c, const struct bt_bn_desc *d, const float *x, const float *g, const float *b,
-			  const float *rm, const float *rv, float *y)
-{ return bt_cpu_bn_fwd_infer(c, d, x, g, b, rm, rv, y); }
-static int c_bn_bwd(void *c, const struct bt_bn_desc *d, const float *x, const float *dy, const float *g,
-		    const float *sm, const float *si, float *dx, float *dg, float *db)
-{ return bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
+ * these adapters convert it from void * and refuse a half dtype, which cpu.c does not read. */
+static int c_conv_fwd(void *c, const struct bt_conv_desc *d, const void *x, const void *w, const float *b, void *y)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_fwd(c, d, x, w, b, y); }
+static int c_conv_bwd_data(void *c, const struct bt_conv_desc *d, const void *dy, const void *w, void *dx)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_bwd_data(c, d, dy, w, dx); }
+static int c_conv_bwd_weights(void *c, const struct bt_conv_desc *d, const void *x, const void *dy, float *dw, float *db)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_bwd_weights(c, d, x, dy, dw, db); }
+static int c_bn_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const float *g, const float *b,
+			  float *rm, float *rv, float *sm, float *si, void *y)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y); }
+static int c_bn_fwd_infer(void *c, const struct bt_bn_desc *d, const void *x, const float *g, const float *b,
+			  const float *rm, const float *rv, void *y)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_fwd_infer(c, d, x, g, b, rm, rv, y); }
+static int c_bn_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
+		    const float *sm, const float *si, void *dx, float *dg, float *db)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
 static size_t c_pool_ws_bytes(void *c, const struct bt_pool_desc *d) { return bt_cpu_pool_ws_bytes(c, d); }
-static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const float *x, float *y, void *ws)
-{ return bt_cpu_pool_fwd(c, d, x, y, ws); }
-static int c_pool_bwd(void *c, const struct bt_pool_desc *d, const float *dy, const void *ws, float *dx)
-{ return bt_cpu_pool_bwd(c, d, dy, ws, dx); }
-static int c_fc_fwd(void *c, const struct bt_fc_desc *d, const float *x, const float *w, const float *b, float *y)
-{ return bt_cpu_fc_fwd(c, d, x, w, b, y); }
-static int c_fc_bwd(void *c, const struct bt_fc_desc *d, const float *x, const float *dy, const float *w,
-		    float *dx, float *dw, float *db)
-{ return bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
+static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const void *x, void *y, void *ws)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_pool_fwd(c, d, x, y, ws); }
+static int c_pool_bwd(void *c, const struct bt_pool_desc *d, const void *dy, const void *ws, void *dx)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_pool_bwd(c, d, dy, ws, dx); }
+static int c_fc_fwd(void *c, const struct bt_fc_desc *d, const void *x, const void *w, const float *b, void *y)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_fc_fwd(c, d, x, w, b, y); }
+static int c_fc_bwd(void *c, const struct bt_fc_desc *d, const void *x, const void *dy, const void *w,
+		    void *dx, float *dw, float *db)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
 
 static const struct bt_backend_i cpu_backend = {
 	.name = "cpu",
 	.describe = c_describe,
 	.destroy = c_destroy,
+	.supports = c_supports,
 	.alloc = c_alloc,
 	.release = c_release,
 	.upload = c_move,
@@ -342,6 +447,10 @@ static const struct bt_backend_i cpu_backend = {
 	.bn_fold = c_bn_fold,
 	.softmax_ce = c_softmax_ce,
 	.sgd = c_sgd,
+	.cast = c_cast,
+	.nonfinite = c_nonfinite,
+	.sync = NULL,
+	.memory = NULL,
 };
 
 int bt_backend_cpu(struct bt_backend *be, int threads)

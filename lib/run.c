@@ -6,6 +6,13 @@
  * addition) write into a scratch buffer that is then added, so kernels can always
  * overwrite. Every computation goes through the backend's table (backend.h); this file
  * only plans memory and decides what runs when.
+ *
+ * Mixed precision: every activation and gradient buffer is of the run's dtype (esize
+ * bytes an element) and every op is told that dtype; the casts sit at the edges: the input
+ * (float32 from the host, uploaded to in32 and cast), the logits (cast to logits32 for the
+ * loss and the caller), the loss gradient (dlogits32 scaled by S and cast), and the
+ * weights (the float32 arena cast to wh when it changed). Parameter gradients come back
+ * float32 from the backend, straight into the gradient arena.
  */
 #define _GNU_SOURCE
 #include "run.h"
@@ -19,17 +26,18 @@
 #include <time.h>
 
 struct nodebuf {
-	float *y;               /* (N,H,W,C) */
-	float *dy;              /* (N,H,W,C) */
+	void *y;                /* (N,H,W,C) of the run's dtype */
+	void *dy;               /* (N,H,W,C) likewise */
 	int dy_set;             /* dy holds a gradient in this backward pass */
 	float *save_mean;       /* batch norm: (C) */
 	float *save_invstd;     /* batch norm: (C) */
 	void *ws;               /* max pooling workspace */
-	float *mask;            /* dropout: (N,H,W,C) scale of each element, 0 or 1/(1-p) */
+	void *mask;             /* dropout: (N,H,W,C) scale of each element, 0 or 1/(1-p) */
 	int y_alias;            /* y is the input's buffer (an in-place ReLU) */
 	int fold;               /* conv: the batch norm folded into it for inference, -1 if none */
 	float *wfold;           /* conv: (Cout, KH, KW, Cin/g) weights with the batch norm folded in */
 	float *bfold;           /* conv: (Cout) bias likewise */
+	void *wfold_h;          /* conv, mixed precision: wfold in the run's dtype */
 };
 
 struct bt_run {
@@ -37,10 +45,18 @@ struct bt_run {
 	struct bt_backend *be;
 	int batch, n;
 	int train;              /* the last forward pass was in training mode */
+	int dtype;              /* of activations and their gradients (enum bt_dtype) */
+	size_t esize;           /* bytes per element of dtype */
 	float *params, *grads, *mom;
+	void *wh;               /* (g->nfloats) params in dtype, for conv and fc; NULL in float32 */
+	int wh_stale;           /* params may have changed since wh was cast from them */
+	float *in32;            /* (batch, H, W, C) the uploaded input before its cast; half only */
+	float *logits32;        /* (batch, classes) float32 logits; half only */
+	float *dlogits32;       /* (batch, classes) their gradient before the cast; half only */
+	struct bt_loss_scaler scaler;
 	struct nodebuf *nb;
-	float *scratch;         /* (largest activation) */
-	float **dypool;         /* the gradient buffers nodes share by lifetime */
+	void *scratch;          /* (largest activation) */
+	void **dypool;          /* the gradient buffers nodes share by lifetime */
 	int ndypool;
 	int have_loss;
 	int32_t *labels;        /* (batch) on the device, for the loss */
@@ -59,6 +75,32 @@ static double now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Profiling brackets a node: on a backend that queues its work, the queue is drained
+ * before the clock starts and before it stops, so the node's own execution is timed. */
+static int prof_begin(struct bt_run *r, double *t0)
+{
+	int st = BT_OK;
+	*t0 = 0;
+	if (!r->profile)
+		return BT_OK;
+	if (r->be->i->sync)
+		st = r->be->i->sync(r->be->ctx);
+	*t0 = now_s();
+	return st;
+}
+
+static int prof_end(struct bt_run *r, int op, int dir, double t0)
+{
+	int st = BT_OK;
+	if (!r->profile)
+		return BT_OK;
+	if (r->be->i->sync)
+		st = r->be->i->sync(r->be->ctx);
+	r->prof_s[op][dir] += now_s() - t0;
+	r->prof_n[op][dir]++;
+	return st;
 }
 
 void bt_run_profile(struct bt_run *r, int on)
@@ -108,6 +150,7 @@ void bt_run_free(struct bt_run *r)
 		xfree(r, r->nb[i].mask);
 		xfree(r, r->nb[i].wfold);
 		xfree(r, r->nb[i].bfold);
+		xfree(r, r->nb[i].wfold_h);
 	}
 	for (int i = 0; i < r->ndypool; i++)
 		xfree(r, r->dypool[i]);
@@ -119,12 +162,17 @@ void bt_run_free(struct bt_run *r)
 	xfree(r, r->mom);
 	xfree(r, r->labels);
 	xfree(r, r->soft);
+	xfree(r, r->wh);
+	xfree(r, r->in32);
+	xfree(r, r->logits32);
+	xfree(r, r->dlogits32);
 	free(r->ranges[0]);
 	free(r->ranges[1]);
 	free(r);
 }
 
-static void conv_desc(const struct bt_graph *g, const struct bt_node *nd, int n, struct bt_conv_desc *d)
+static void conv_desc(const struct bt_graph *g, const struct bt_node *nd, int n, int dtype,
+		      struct bt_conv_desc *d)
 {
 	struct bt_shape in = g->nodes[nd->in[0]].out;
 	*d = (struct bt_conv_desc){
@@ -132,24 +180,26 @@ static void conv_desc(const struct bt_graph *g, const struct bt_node *nd, int n,
 		.cout = nd->out.c, .kh = nd->a.conv.kh, .kw = nd->a.conv.kw, .sh = nd->a.conv.sh,
 		.sw = nd->a.conv.sw, .ph = nd->a.conv.ph, .pw = nd->a.conv.pw, .dh = nd->a.conv.dh,
 		.dw = nd->a.conv.dw, .groups = nd->a.conv.groups, .bias = nd->a.conv.bias,
+		.dtype = dtype,
 	};
 }
 
-static void pool_desc(const struct bt_graph *g, const struct bt_node *nd, int n, struct bt_pool_desc *d)
+static void pool_desc(const struct bt_graph *g, const struct bt_node *nd, int n, int dtype,
+		      struct bt_pool_desc *d)
 {
 	struct bt_shape in = g->nodes[nd->in[0]].out;
 	*d = (struct bt_pool_desc){
 		.n = n, .h = in.h, .w = in.w, .c = in.c, .oh = nd->out.h, .ow = nd->out.w,
 		.kh = nd->a.pool.kh, .kw = nd->a.pool.kw, .sh = nd->a.pool.sh, .sw = nd->a.pool.sw,
 		.ph = nd->a.pool.ph, .pw = nd->a.pool.pw, .max = nd->op == BT_OP_MAXPOOL,
-		.count_pad = nd->a.pool.count_pad,
+		.count_pad = nd->a.pool.count_pad, .dtype = dtype,
 	};
 }
 
-static void bn_desc(const struct bt_node *nd, int n, struct bt_bn_desc *d)
+static void bn_desc(const struct bt_node *nd, int n, int dtype, struct bt_bn_desc *d)
 {
 	*d = (struct bt_bn_desc){.n = n, .h = nd->out.h, .w = nd->out.w, .c = nd->out.c,
-				 .eps = nd->a.bn.eps, .momentum = nd->a.bn.momentum};
+				 .eps = nd->a.bn.eps, .momentum = nd->a.bn.momentum, .dtype = dtype};
 }
 
 /* Gradient buffers by lifetime. In backward, node i's gradient is first written by its
@@ -163,7 +213,7 @@ static void bn_desc(const struct bt_node *nd, int n, struct bt_bn_desc *d)
 static int plan_gradients(struct bt_run *r)
 {
 	const struct bt_graph *g = r->g;
-	struct slot { float *p; size_t cap; int busy; } *pool = NULL;
+	struct slot { void *p; size_t cap; int busy; } *pool = NULL;
 	int *owner = NULL, npool = 0, st = BT_OK;
 
 	owner = malloc((size_t)g->nnodes * sizeof *owner);
@@ -203,7 +253,7 @@ static int plan_gradients(struct bt_run *r)
 				if (!pool[b].busy && pool[b].cap >= need && (best < 0 || pool[b].cap < pool[best].cap))
 					best = b;
 			if (best < 0) {
-				float *p = xalloc(r, need * sizeof(float));
+				void *p = xalloc(r, need * r->esize);
 				if (!p) {
 					st = bt_error(BT_ERR_NOMEM, "out of memory for gradients of a batch of %d", r->batch);
 					goto out;
@@ -260,33 +310,58 @@ static void plan_ranges(struct bt_run *r, int no_bias_decay)
 
 int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch)
 {
+	return bt_run_new_dtype(out, g, be, batch, BT_DTYPE_F32);
+}
+
+int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+		     int dtype)
+{
 	struct bt_run *r;
-	size_t maxel = 0;
-	int *nreaders = NULL;
+	size_t maxel = 0, K = g->status == BT_OK && g->output >= 0 ? (size_t)g->nodes[g->output].out.c : 0;
+	int *nreaders = NULL, half = dtype != BT_DTYPE_F32;
 	int st = BT_OK;
 
 	*out = NULL;
 	if (g->status != BT_OK || g->output < 0 || g->input < 0 || batch < 1)
 		return bt_error(BT_ERR_INVALID, "run: the graph is incomplete or the batch size is %d", batch);
+	if (!bt_dtype_size(dtype))
+		return bt_error(BT_ERR_INVALID, "run: unknown dtype %d", dtype);
+	if (!be->i->supports(be->ctx, dtype))
+		return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the %s backend computes in float32 only",
+				bt_dtype_name(dtype), be->i->name);
 	if (!(r = calloc(1, sizeof *r)))
 		return bt_error(BT_ERR_NOMEM, "out of memory");
 	r->g = g;
 	r->be = be;
 	r->batch = batch;
+	r->dtype = dtype;
+	r->esize = bt_dtype_size(dtype);
+	bt_loss_scaler_init(&r->scaler, dtype);
 	r->params = xalloc(r, g->nfloats * sizeof(float));
 	r->grads = xalloc(r, g->nfloats * sizeof(float));
 	r->mom = xalloc(r, g->nfloats * sizeof(float));
+	r->wh = half ? xalloc(r, g->nfloats * r->esize) : NULL;
 	r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
-	r->soft = xalloc(r, (size_t)batch * g->nodes[g->output].out.c * sizeof(float));
+	r->soft = xalloc(r, (size_t)batch * K * sizeof(float));
 	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
 	r->ranges[0] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[0]);
 	r->ranges[1] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[1]);
 	r->act_bytes = 0; /* count activations only */
-	if (!r->params || !r->grads || !r->mom || !r->labels || !r->soft || !r->nb || !r->ranges[0] || !r->ranges[1])
+	if (!r->params || !r->grads || !r->mom || (half && !r->wh) || !r->labels || !r->soft || !r->nb ||
+	    !r->ranges[0] || !r->ranges[1])
 		goto nomem;
-	be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float));
-	be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float));
-	be->i->zero(be->ctx, r->mom, g->nfloats * sizeof(float));
+	if (half) {
+		const struct bt_shape *in = &g->nodes[g->input].out;
+		if (!(r->in32 = xalloc(r, (size_t)batch * in->h * in->w * in->c * sizeof(float))) ||
+		    !(r->logits32 = xalloc(r, (size_t)batch * K * sizeof(float))) ||
+		    !(r->dlogits32 = xalloc(r, (size_t)batch * K * sizeof(float))))
+			goto nomem;
+	}
+	r->wh_stale = 1;
+	if ((st = be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float))) < 0 ||
+	    (st = be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float))) < 0 ||
+	    (st = be->i->zero(be->ctx, r->mom, g->nfloats * sizeof(float))) < 0)
+		goto fail;
 	if (!(nreaders = calloc((size_t)g->nnodes, sizeof *nreaders)))
 		goto nomem;
 	for (int i = 0; i < g->nnodes; i++)
@@ -319,7 +394,7 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 		     (nd->op == BT_OP_RELU && g->nodes[nd->in[0]].op == BT_OP_ADD))) {
 			b->y = r->nb[nd->in[0]].y;
 			b->y_alias = 1;
-		} else if (!(b->y = xalloc(r, el * sizeof(float)))) {
+		} else if (!(b->y = xalloc(r, el * r->esize))) {
 			goto nomem;
 		}
 		if (nd->op == BT_OP_BATCHNORM &&
@@ -328,14 +403,14 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 			goto nomem;
 		if (nd->op == BT_OP_MAXPOOL) {
 			struct bt_pool_desc d;
-			pool_desc(g, nd, batch, &d);
+			pool_desc(g, nd, batch, dtype, &d);
 			if (!(b->ws = xalloc(r, be->i->pool_ws_bytes(be->ctx, &d))))
 				goto nomem;
 		}
-		if (nd->op == BT_OP_DROPOUT && !(b->mask = xalloc(r, el * sizeof(float))))
+		if (nd->op == BT_OP_DROPOUT && !(b->mask = xalloc(r, el * r->esize)))
 			goto nomem;
 	}
-	if (!(r->scratch = xalloc(r, maxel * sizeof(float))))
+	if (!(r->scratch = xalloc(r, maxel * r->esize)))
 		goto nomem;
 	if ((st = plan_gradients(r)) < 0)
 		goto fail;
@@ -352,18 +427,38 @@ fail:
 	return st;
 }
 
-float *bt_run_params(struct bt_run *r) { return r->params; }
+/* The caller may write the master arena through this pointer: the half copy is remade. */
+float *bt_run_params(struct bt_run *r)
+{
+	r->wh_stale = 1;
+	return r->params;
+}
+
 float *bt_run_grads(struct bt_run *r) { return r->grads; }
 float *bt_run_momentum(struct bt_run *r) { return r->mom; }
+int bt_run_dtype(const struct bt_run *r) { return r->dtype; }
 size_t bt_run_activation_bytes(const struct bt_run *r) { return r->act_bytes; }
-const float *bt_run_logits(const struct bt_run *r) { return r->nb[r->g->output].y; }
+
+const float *bt_run_logits(const struct bt_run *r)
+{
+	return r->logits32 ? r->logits32 : r->nb[r->g->output].y;
+}
+
+double bt_run_loss_scale(const struct bt_run *r) { return r->scaler.scale; }
+uint64_t bt_run_skipped_steps(const struct bt_run *r) { return r->scaler.skipped; }
+const struct bt_loss_scaler *bt_run_scaler(const struct bt_run *r) { return &r->scaler; }
+
+int bt_run_set_scaler(struct bt_run *r, double scale, uint64_t good_steps, uint64_t skipped)
+{
+	return bt_loss_scaler_set(&r->scaler, scale, good_steps, skipped);
+}
 
 int bt_run_read_logits(struct bt_run *r, float *logits, int n)
 {
 	size_t bytes = (size_t)n * r->g->nodes[r->g->output].out.c * sizeof(float);
 	if (n < 0 || n > r->batch)
 		return bt_error(BT_ERR_INVALID, "run: %d rows of logits from a batch of %d", n, r->batch);
-	return r->be->i->download(r->be->ctx, logits, r->nb[r->g->output].y, bytes);
+	return r->be->i->download(r->be->ctx, logits, bt_run_logits(r), bytes);
 }
 
 int bt_run_read_state(struct bt_run *r, float *params, float *momentum)
@@ -381,6 +476,7 @@ int bt_run_write_state(struct bt_run *r, const float *params, const float *momen
 {
 	size_t bytes = r->g->nfloats * sizeof(float);
 	int st = BT_OK;
+	r->wh_stale = 1;
 	if (params)
 		st = r->be->i->upload(r->be->ctx, r->params, params, bytes);
 	if (st == BT_OK && momentum)
@@ -431,6 +527,7 @@ int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 		for (size_t k = 0; k < p->count; k++)
 			w[k] = v;
 	}
+	r->wh_stale = 1;
 	st = r->be->i->upload(r->be->ctx, r->params, host, g->nfloats * sizeof(float));
 	free(host);
 	if (st == BT_OK)
@@ -448,6 +545,29 @@ static float *grad(struct bt_run *r, const struct bt_node *nd, int k)
 	return nd->param[k] >= 0 ? r->grads + r->g->params[nd->param[k]].offset : NULL;
 }
 
+/* The weights of a conv or fc node as its kernels read them: the master arena in float32,
+ * its half copy in mixed precision. */
+static const void *weights(struct bt_run *r, const struct bt_node *nd)
+{
+	size_t off = r->g->params[nd->param[0]].offset;
+	if (!r->wh)
+		return r->params + off;
+	return (const char *)r->wh + off * r->esize;
+}
+
+/* The half copy of the arena, cast from it when it may have changed: one kernel over the
+ * whole arena (the gaps and statistics come along; only weights are read). */
+static int refresh_weights(struct bt_run *r)
+{
+	int st;
+	if (!r->wh || !r->wh_stale)
+		return BT_OK;
+	st = r->be->i->cast(r->be->ctx, r->params, BT_DTYPE_F32, r->wh, r->dtype, r->g->nfloats, 1.0f);
+	if (st == BT_OK)
+		r->wh_stale = 0;
+	return st;
+}
+
 /* Conv node c's weights and bias with its batch norm folded in, from the current
  * parameters: w' = w g / sqrt(var + eps), b' = beta + (b - mean) g / sqrt(var + eps). */
 static int fold_weights(struct bt_run *r, int c)
@@ -456,14 +576,20 @@ static int fold_weights(struct bt_run *r, int c)
 	const struct bt_node *cv = &g->nodes[c], *bn = &g->nodes[r->nb[c].fold];
 	const struct bt_param *w = &g->params[cv->param[0]];
 	struct nodebuf *b = &r->nb[c];
+	int st;
 	if (!b->wfold) {
 		if (!(b->wfold = xalloc(r, w->count * sizeof(float))) ||
-		    !(b->bfold = xalloc(r, (size_t)cv->out.c * sizeof(float))))
+		    !(b->bfold = xalloc(r, (size_t)cv->out.c * sizeof(float))) ||
+		    (r->wh && !(b->wfold_h = xalloc(r, w->count * r->esize))))
 			return bt_error(BT_ERR_NOMEM, "%s: out of memory for folded weights", cv->name);
 	}
-	return r->be->i->bn_fold(r->be->ctx, param(r, cv, 0), param(r, cv, 1), param(r, bn, 0),
-				 param(r, bn, 1), param(r, bn, 2), param(r, bn, 3), bn->a.bn.eps,
-				 cv->out.c, w->count / (size_t)cv->out.c, b->wfold, b->bfold);
+	/* Folded in float32 from the master weights; a half run then rounds them once. */
+	st = r->be->i->bn_fold(r->be->ctx, param(r, cv, 0), param(r, cv, 1), param(r, bn, 0),
+			       param(r, bn, 1), param(r, bn, 2), param(r, bn, 3), bn->a.bn.eps,
+			       cv->out.c, w->count / (size_t)cv->out.c, b->wfold, b->bfold);
+	if (st == BT_OK && b->wfold_h)
+		st = r->be->i->cast(r->be->ctx, b->wfold, BT_DTYPE_F32, b->wfold_h, r->dtype, w->count, 1.0f);
+	return st;
 }
 
 void bt_run_fuse(struct bt_run *r, int on)
@@ -474,45 +600,55 @@ void bt_run_fuse(struct bt_run *r, int on)
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed)
 {
 	const struct bt_graph *g = r->g;
-	int st = BT_OK;
-
 	const struct bt_backend_i *be = r->be->i;
 	void *ctx = r->be->ctx;
+	int st = BT_OK, dt = r->dtype;
 
 	if (n < 1 || n > r->batch)
 		return bt_error(BT_ERR_INVALID, "run: %d images in a run for batches of %d", n, r->batch);
 	r->n = n;
 	r->train = train;
 	r->have_loss = 0;
+	if ((st = refresh_weights(r)) < 0)
+		return bt_error_prefix(st, "run: the half copy of the weights");
 	for (int i = 0; i < g->nnodes && st == BT_OK; i++) {
 		const struct bt_node *nd = &g->nodes[i];
 		struct nodebuf *b = &r->nb[i];
-		const float *in = nd->nin ? r->nb[nd->in[0]].y : NULL;
+		const void *in = nd->nin ? r->nb[nd->in[0]].y : NULL;
 		size_t el = node_elems(g, i, n);
-		double t0 = r->profile ? now_s() : 0;
+		double t0;
+		if ((st = prof_begin(r, &t0)) < 0)
+			break;
 		switch (nd->op) {
 		case BT_OP_INPUT:
-			st = be->upload(ctx, b->y, x, el * sizeof(float));
+			if (r->in32) {
+				st = be->upload(ctx, r->in32, x, el * sizeof(float));
+				if (st == BT_OK)
+					st = be->cast(ctx, r->in32, BT_DTYPE_F32, b->y, dt, el, 1.0f);
+			} else {
+				st = be->upload(ctx, b->y, x, el * sizeof(float));
+			}
 			break;
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
-			conv_desc(g, nd, n, &d);
+			conv_desc(g, nd, n, dt, &d);
 			if (!train && r->fuse && b->fold >= 0) {
 				/* Straight into the batch norm's output, which then has nothing to do. */
 				if ((st = fold_weights(r, i)) == BT_OK) {
 					d.bias = 1;
-					st = be->conv_fwd(ctx, &d, in, b->wfold, b->bfold, r->nb[b->fold].y);
+					st = be->conv_fwd(ctx, &d, in, b->wfold_h ? b->wfold_h : (const void *)b->wfold,
+							  b->bfold, r->nb[b->fold].y);
 				}
 				break;
 			}
-			st = be->conv_fwd(ctx, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+			st = be->conv_fwd(ctx, &d, in, weights(r, nd), param(r, nd, 1), b->y);
 			break;
 		}
 		case BT_OP_BATCHNORM: {
 			if (!train && r->fuse && r->nb[nd->in[0]].fold == i)
 				break;
 			struct bt_bn_desc d;
-			bn_desc(nd, n, &d);
+			bn_desc(nd, n, dt, &d);
 			if (train)
 				st = be->bn_fwd_train(ctx, &d, in, param(r, nd, 0), param(r, nd, 1),
 							 param(r, nd, 2), param(r, nd, 3), b->save_mean,
@@ -523,58 +659,60 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 			break;
 		}
 		case BT_OP_RELU:
-			st = be->relu_fwd(ctx, in, b->y, el); /* in == b->y when in place */
+			st = be->relu_fwd(ctx, dt, in, b->y, el); /* in == b->y when in place */
 			break;
 		case BT_OP_MAXPOOL:
 		case BT_OP_AVGPOOL: {
 			struct bt_pool_desc d;
-			pool_desc(g, nd, n, &d);
+			pool_desc(g, nd, n, dt, &d);
 			st = be->pool_fwd(ctx, &d, in, b->y, b->ws);
 			break;
 		}
 		case BT_OP_GLOBAL_AVGPOOL: {
 			struct bt_shape si = g->nodes[nd->in[0]].out;
-			st = be->gap_fwd(ctx, in, b->y, n, (size_t)si.h * si.w, si.c);
+			st = be->gap_fwd(ctx, dt, in, b->y, n, (size_t)si.h * si.w, si.c);
 			break;
 		}
 		case BT_OP_FC: {
 			struct bt_fc_desc d = {.n = n, .cin = g->nodes[nd->in[0]].out.c, .cout = nd->out.c,
-					       .bias = nd->a.fc.bias};
-			st = be->fc_fwd(ctx, &d, in, param(r, nd, 0), param(r, nd, 1), b->y);
+					       .bias = nd->a.fc.bias, .dtype = dt};
+			st = be->fc_fwd(ctx, &d, in, weights(r, nd), param(r, nd, 1), b->y);
 			break;
 		}
 		case BT_OP_ADD:
-			st = be->add(ctx, r->nb[nd->in[0]].y, r->nb[nd->in[1]].y, b->y, el);
+			st = be->add(ctx, dt, r->nb[nd->in[0]].y, r->nb[nd->in[1]].y, b->y, el);
 			break;
 		case BT_OP_CONCAT: {
 			size_t pixels = (size_t)n * nd->out.h * nd->out.w;
 			for (int j = 0, off = 0; j < nd->nin && st == BT_OK; j++) {
 				int cj = g->nodes[nd->in[j]].out.c;
-				st = be->concat_fwd(ctx, r->nb[nd->in[j]].y, b->y, pixels, cj, nd->out.c, off);
+				st = be->concat_fwd(ctx, dt, r->nb[nd->in[j]].y, b->y, pixels, cj, nd->out.c, off);
 				off += cj;
 			}
 			break;
 		}
 		case BT_OP_DROPOUT:
 			if (!train || nd->a.dropout.p == 0)
-				st = be->copy(ctx, b->y, in, el);
+				st = be->copy(ctx, dt, b->y, in, el);
 			else
-				st = be->dropout_fwd(ctx, in, b->y, b->mask, el, nd->a.dropout.p,
+				st = be->dropout_fwd(ctx, dt, in, b->y, b->mask, el, nd->a.dropout.p,
 						     bt_mix64(dropout_seed) ^ bt_mix64((uint64_t)i));
 			break;
 		case BT_OP_FLATTEN:
-			st = be->copy(ctx, b->y, in, el);
+			st = be->copy(ctx, dt, b->y, in, el);
 			break;
 		default:
 			st = bt_error(BT_ERR_UNSUPPORTED, "run: op %s", bt_op_name(nd->op));
 		}
+		if (st == BT_OK)
+			st = prof_end(r, nd->op, 0, t0);
 		if (st < 0)
 			bt_error_prefix(st, "%s (%s)", nd->name, bt_op_name(nd->op));
-		if (r->profile) {
-			r->prof_s[nd->op][0] += now_s() - t0;
-			r->prof_n[nd->op][0]++;
-		}
 	}
+	/* The loss and the caller read float32 logits. */
+	if (st == BT_OK && r->logits32)
+		st = be->cast(ctx, r->nb[g->output].y, dt, r->logits32, BT_DTYPE_F32,
+			      (size_t)n * g->nodes[g->output].out.c, 1.0f);
 	return st;
 }
 
@@ -586,6 +724,8 @@ int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, floa
 	void *ctx = r->be->ctx;
 	int K = g->nodes[g->output].out.c, n = r->n, st;
 	float T = temperature > 0 ? temperature : 1.0f;
+	/* A half run: the loss from the float32 logits, its gradient scaled and cast. */
+	float *dz = r->dlogits32 ? r->dlogits32 : r->nb[g->output].dy;
 
 	if (K < 2)
 		return bt_error(BT_ERR_INVALID, "loss: %d classes", K);
@@ -596,15 +736,18 @@ int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, floa
 	else
 		st = be->upload(ctx, r->labels, labels, (size_t)n * sizeof(int32_t));
 	if (st == BT_OK)
-		st = be->softmax_ce(ctx, r->nb[g->output].y, soft ? NULL : r->labels, soft ? r->soft : NULL,
-				    n, K, eps, T, r->nb[g->output].dy, loss);
+		st = be->softmax_ce(ctx, bt_run_logits(r), soft ? NULL : r->labels, soft ? r->soft : NULL,
+				    n, K, eps, T, dz, loss);
+	if (st == BT_OK && r->dlogits32)
+		st = be->cast(ctx, r->dlogits32, BT_DTYPE_F32, r->nb[g->output].dy, r->dtype, (size_t)n * K,
+			      (float)r->scaler.scale);
 	r->have_loss = st == BT_OK;
 	return st;
 }
 
 /* Where the gradient for input node `in` goes: its own buffer the first time in this pass,
  * the scratch buffer (added afterwards by settle) when it already holds one. */
-static float *dx_target(struct bt_run *r, int in, int *pending)
+static void *dx_target(struct bt_run *r, int in, int *pending)
 {
 	if (!r->nb[in].dy_set) {
 		r->nb[in].dy_set = 1;
@@ -619,7 +762,7 @@ static int settle(struct bt_run *r, int in, int pending)
 {
 	if (!pending)
 		return BT_OK;
-	return r->be->i->accumulate(r->be->ctx, r->nb[in].dy, r->scratch, node_elems(r->g, in, r->n));
+	return r->be->i->accumulate(r->be->ctx, r->dtype, r->nb[in].dy, r->scratch, node_elems(r->g, in, r->n));
 }
 
 int bt_run_backward(struct bt_run *r)
@@ -627,7 +770,7 @@ int bt_run_backward(struct bt_run *r)
 	const struct bt_graph *g = r->g;
 	const struct bt_backend_i *be = r->be->i;
 	void *ctx = r->be->ctx;
-	int n = r->n, st = BT_OK;
+	int n = r->n, st = BT_OK, dt = r->dtype;
 
 	if (!r->have_loss)
 		return bt_error(BT_ERR_INVALID, "run: backward without a loss");
@@ -644,23 +787,24 @@ int bt_run_backward(struct bt_run *r)
 		int in0 = nd->nin ? nd->in[0] : -1, pend = 0;
 		/* No gradient reaches the input, and none reaches a node nobody used. */
 		int need_dx = in0 >= 0 && g->nodes[in0].op != BT_OP_INPUT;
-		const float *x = in0 >= 0 ? r->nb[in0].y : NULL, *dy = b->dy;
+		const void *x = in0 >= 0 ? r->nb[in0].y : NULL, *dy = b->dy;
 		size_t el = node_elems(g, i, n);
-		float *dx;
-
+		void *dx;
 		double t0;
+
 		if (!b->dy_set || nd->op == BT_OP_INPUT)
 			continue;
-		t0 = r->profile ? now_s() : 0;
+		if ((st = prof_begin(r, &t0)) < 0)
+			break;
 		/* Each case sends its input gradients to dx_target and settles them. */
 		switch (nd->op) {
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
-			conv_desc(g, nd, n, &d);
+			conv_desc(g, nd, n, dt, &d);
 			st = be->conv_bwd_weights(ctx, &d, x, dy, grad(r, nd, 0), grad(r, nd, 1));
 			if (st == BT_OK && need_dx) {
 				dx = dx_target(r, in0, &pend);
-				st = be->conv_bwd_data(ctx, &d, dy, param(r, nd, 0), dx);
+				st = be->conv_bwd_data(ctx, &d, dy, weights(r, nd), dx);
 				if (st == BT_OK)
 					st = settle(r, in0, pend);
 			}
@@ -668,7 +812,7 @@ int bt_run_backward(struct bt_run *r)
 		}
 		case BT_OP_BATCHNORM: {
 			struct bt_bn_desc d;
-			bn_desc(nd, n, &d);
+			bn_desc(nd, n, dt, &d);
 			dx = dx_target(r, in0, &pend);
 			st = be->bn_bwd(ctx, &d, x, dy, param(r, nd, 0), b->save_mean, b->save_invstd, dx,
 					grad(r, nd, 0), grad(r, nd, 1));
@@ -680,7 +824,7 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			st = be->relu_bwd(ctx, b->y, dy, dx, el);
+			st = be->relu_bwd(ctx, dt, b->y, dy, dx, el);
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;
@@ -689,7 +833,7 @@ int bt_run_backward(struct bt_run *r)
 			struct bt_pool_desc d;
 			if (!need_dx)
 				break;
-			pool_desc(g, nd, n, &d);
+			pool_desc(g, nd, n, dt, &d);
 			dx = dx_target(r, in0, &pend);
 			st = be->pool_bwd(ctx, &d, dy, b->ws, dx);
 			if (st == BT_OK)
@@ -701,16 +845,16 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			st = be->gap_bwd(ctx, dy, dx, n, (size_t)si.h * si.w, si.c);
+			st = be->gap_bwd(ctx, dt, dy, dx, n, (size_t)si.h * si.w, si.c);
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;
 		}
 		case BT_OP_FC: {
 			struct bt_fc_desc d = {.n = n, .cin = g->nodes[in0].out.c, .cout = nd->out.c,
-					       .bias = nd->a.fc.bias};
+					       .bias = nd->a.fc.bias, .dtype = dt};
 			dx = need_dx ? dx_target(r, in0, &pend) : NULL;
-			st = be->fc_bwd(ctx, &d, x, dy, param(r, nd, 0), dx, grad(r, nd, 0), grad(r, nd, 1));
+			st = be->fc_bwd(ctx, &d, x, dy, weights(r, nd), dx, grad(r, nd, 0), grad(r, nd, 1));
 			if (st == BT_OK && need_dx)
 				st = settle(r, in0, pend);
 			break;
@@ -722,7 +866,7 @@ int bt_run_backward(struct bt_run *r)
 					continue;
 				dx = dx_target(r, in, &pend);
 				if (dx != dy) /* the input that took over the sum's buffer has it already */
-					st = be->copy(ctx, dx, dy, el);
+					st = be->copy(ctx, dt, dx, dy, el);
 				if (st == BT_OK)
 					st = settle(r, in, pend);
 			}
@@ -733,7 +877,7 @@ int bt_run_backward(struct bt_run *r)
 				int in = nd->in[j], cj = g->nodes[in].out.c;
 				if (g->nodes[in].op != BT_OP_INPUT) {
 					dx = dx_target(r, in, &pend);
-					st = be->concat_bwd(ctx, dy, dx, pixels, cj, nd->out.c, off);
+					st = be->concat_bwd(ctx, dt, dy, dx, pixels, cj, nd->out.c, off);
 					if (st == BT_OK)
 						st = settle(r, in, pend);
 				}
@@ -745,7 +889,7 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			st = be->mul(ctx, dy, b->mask, dx, el);
+			st = be->mul(ctx, dt, dy, b->mask, dx, el);
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;
@@ -753,25 +897,38 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			st = be->copy(ctx, dx, dy, el);
+			st = be->copy(ctx, dt, dx, dy, el);
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;
 		default:
 			st = bt_error(BT_ERR_UNSUPPORTED, "run: backward of %s", bt_op_name(nd->op));
 		}
+		if (st == BT_OK)
+			st = prof_end(r, nd->op, 1, t0);
 		if (st < 0)
 			bt_error_prefix(st, "%s (%s, backward)", nd->name, bt_op_name(nd->op));
-		if (r->profile) {
-			r->prof_s[nd->op][1] += now_s() - t0;
-			r->prof_n[nd->op][1]++;
-		}
 	}
 	return st;
 }
 
 int bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay)
 {
-	int k = no_bias_decay ? 1 : 0;
-	return r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges[k], r->nranges[k], lr, momentum, wd);
+	int k = no_bias_decay ? 1 : 0, st;
+	float gscale = 1.0f;
+
+	if (r->scaler.dynamic) {
+		/* The scale this step's gradients were computed with, before the update changes it. */
+		double used = r->scaler.scale;
+		int overflow = 0;
+		if ((st = r->be->i->nonfinite(r->be->ctx, r->grads, r->g->nfloats, &overflow)) < 0)
+			return st;
+		if (!bt_loss_scaler_update(&r->scaler, overflow))
+			return BT_OK;
+		gscale = (float)(1.0 / used);
+	}
+	st = r->be->i->sgd(r->be->ctx, r->params, r->grads, r->mom, r->ranges[k], r->nranges[k], lr, momentum,
+			   wd, gscale);
+	r->wh_stale = 1;
+	return st;
 }

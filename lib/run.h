@@ -3,8 +3,17 @@
  * A run owns the parameter arena and its gradient and momentum arenas (the same layout,
  * see graph.h), one activation buffer per node, and what backward needs (batch-norm
  * statistics, max-pooling workspaces, dropout masks). Gradients of a node with several
- * consumers (a residual input) are summed. The CUDA backend will implement the same run
+ * consumers (a residual input) are summed. The CUDA backend implements the same run
  * interface over the same graph.
+ *
+ * Mixed precision (bt_run_new_dtype with float16 or bfloat16, on a backend that supports
+ * it): the arenas stay float32 (the master weights, their gradients and the momentum) and
+ * so do batch-norm parameters and statistics, the loss and the update; activations and
+ * their gradients are of the half type, and convolutions and fully connected layers read
+ * a half copy of the arena, cast from it (one kernel over the arena) before the first
+ * forward pass after it changed. float16 scales the loss gradient by a dynamic loss scale
+ * S (mixed.h): bt_run_sgd skips a step whose gradients overflowed and halves S, and
+ * doubles S after a run of good steps.
  */
 #ifndef BT_RUN_H
 #define BT_RUN_H
@@ -14,6 +23,7 @@
 
 #include "backend.h"
 #include "graph.h"
+#include "mixed.h"
 
 struct bt_run;
 
@@ -21,11 +31,20 @@ struct bt_run;
  * images. The arenas, activations and logits live in the backend's memory (host memory for
  * the CPU backend). */
 int bt_run_new(struct bt_run **r, const struct bt_graph *g, struct bt_backend *be, int batch);
+/* The same computing in dtype (enum bt_dtype): float32 is bt_run_new; float16 and
+ * bfloat16 are mixed precision, BT_ERR_UNSUPPORTED on a backend without them ("float16
+ * needs --device cuda: ..."). */
+int bt_run_new_dtype(struct bt_run **r, const struct bt_graph *g, struct bt_backend *be, int batch,
+		     int dtype);
 void bt_run_free(struct bt_run *r);
 
+/* The arenas, float32 whatever the run's dtype. The parameter arena may be written
+ * through the pointer (it is the master copy; the half copy follows it). In a float16 run
+ * the gradients are those of the scaled loss: divide them by bt_run_loss_scale. */
 float *bt_run_params(struct bt_run *r);     /* (g->nfloats) */
 float *bt_run_grads(struct bt_run *r);      /* (g->nfloats) */
 float *bt_run_momentum(struct bt_run *r);   /* (g->nfloats) */
+int bt_run_dtype(const struct bt_run *r);
 
 /* Initialisation (He et al. 2019): Xavier uniform, +-sqrt(6/(fan_in+fan_out)), for
  * convolution and fully connected weights; zero biases; batch norm gamma 1, beta 0,
@@ -40,7 +59,8 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
  * computation, for tests. */
 void bt_run_fuse(struct bt_run *r, int on);
 
-/* The logits of the last forward pass: (n, classes), in the backend's memory. */
+/* The logits of the last forward pass: (n, classes), float32 (cast from the half output of
+ * a mixed-precision run), in the backend's memory. */
 const float *bt_run_logits(const struct bt_run *r);
 
 /* Host copies, for callers that must not care where the backend keeps its memory:
@@ -54,7 +74,8 @@ int bt_run_write_state(struct bt_run *r, const float *params, const float *momen
  * paper's definition: 1 - eps on the true class, eps / (K - 1) elsewhere), or against soft
  * targets (n, K) when soft is not NULL (mixup, distillation), the logits divided by the
  * temperature T first. Returns the mean loss in *loss and sets the logits' gradient
- * (dlogits = (p - q) / (n T)) for backward. */
+ * (dlogits = (p - q) / (n T), times the loss scale in a float16 run) for backward. The
+ * loss is computed in float32 (double sums) from the float32 logits. */
 int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, float eps,
 		float temperature, double *loss);
 
@@ -67,15 +88,30 @@ int bt_run_backward(struct bt_run *r);
  *   v = momentum * v + g
  *   w = w - lr * (g + momentum * v)
  * no_bias_decay excludes biases and batch-norm gamma and beta. Running statistics are not
- * touched. Returns the backend's status (a device backend can fail here). */
+ * touched. In a float16 run, dw is first divided by the loss scale S the backward pass
+ * used; when some gradient is an infinity or a NaN the step is skipped instead (nothing
+ * changes but the scaler: S halves, the skipped count grows), and 2000 good steps in a
+ * row double S (mixed.h). Returns the backend's status (a device backend can fail here);
+ * a skipped step is not a failure. */
 int bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias_decay);
 
+/* The loss scaler: S (1 unless the run is float16), the steps skipped for overflow so
+ * far, and the whole state, which bt_run_set_scaler restores (from a checkpoint;
+ * BT_ERR_INVALID for a state the run cannot have, mixed.h). */
+double bt_run_loss_scale(const struct bt_run *r);
+uint64_t bt_run_skipped_steps(const struct bt_run *r);
+const struct bt_loss_scaler *bt_run_scaler(const struct bt_run *r);
+int bt_run_set_scaler(struct bt_run *r, double scale, uint64_t good_steps, uint64_t skipped);
+
 /* Per-op timing: when on, forward and backward add each node's wall time to a table by op
- * (seconds[op][0] forward, [1] backward) until it is switched off or reset. */
+ * (seconds[op][0] forward, [1] backward) until it is switched off or reset. On a backend
+ * that queues work (CUDA) each node is bracketed by the backend's sync, so the time is the
+ * node's execution, not its launch; the synchronisation slows the whole step down. */
 void bt_run_profile(struct bt_run *r, int on);
 void bt_run_profile_get(const struct bt_run *r, double seconds[BT_OP_COUNT][2], uint64_t calls[BT_OP_COUNT][2]);
 
-/* Bytes held for activations, gradients and saved state (not parameters). */
+/* Bytes held for activations, gradients and saved state (not parameters, nor the half
+ * copy of the parameters). */
 size_t bt_run_activation_bytes(const struct bt_run *r);
 
 #endif

@@ -1,7 +1,7 @@
-/* backend.cu: the CUDA backend (backend.h) in FP32: convolution and batch norm through
- * cuDNN's v9 legacy API on NHWC tensors, fully connected layers through cuBLAS sgemm, and
- * everything else through bt's own kernels (kernels.cu). Semantics are the CPU backend's,
- * which is the oracle tests/gpu/test_cuda.c compares against.
+/* backend.cu: the CUDA backend (backend.h): convolution and batch norm through cuDNN's v9
+ * legacy API on NHWC tensors, fully connected layers through cuBLAS, and everything else
+ * through bt's own kernels (kernels.cu). Semantics are the CPU backend's, which is the
+ * oracle tests/gpu/test_cuda.c compares against.
  *
  * One stream per backend carries every kernel, cuDNN and cuBLAS call, in the executor's
  * order. upload and download synchronise it, so the executor may reuse or read host memory
@@ -14,6 +14,20 @@
  * about 1e-3 relative error, which the parity tests' tolerances do not allow).
  * Algorithms are cuDNN's heuristic choice (cudnnGet*_v7), preferring deterministic ones,
  * so that two runs give the same bits; timing them (cudnnFind*) is a later speed option.
+ *
+ * Mixed precision (descriptors and dtype arguments of float16 or bfloat16): convolutions
+ * run on half tensors and filters with float32 accumulation (cuDNN's PSEUDO_HALF_CONFIG
+ * and PSEUDO_BFLOAT16_CONFIG) and tensor-core math; their weight gradient comes out of
+ * cuDNN in the half type (a filter has its input's type) into a scratch buffer and is added
+ * into the float32 gradient. fc layers are cublasGemmEx with half inputs and float32
+ * compute, their weight gradient added straight into float32. Batch norm takes half data
+ * with float32 parameters: cuDNN's for float16, bt's own kernels for bfloat16, which
+ * cuDNN's legacy batch-norm API does not list (PyTorch does not send bfloat16 there
+ * either).
+ *
+ * Memory: every device allocation goes through dev_malloc and dev_free, which keep the
+ * bytes held and the peak for the memory slot (bt-train --benchmark's "peak device
+ * memory"); what cuDNN and cuBLAS allocate inside, and the CUDA context, are not counted.
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -34,7 +48,7 @@ extern "C" {
 enum { FWD, BWD_DATA, BWD_W };
 
 struct conv_entry {
-	struct bt_conv_desc key;   /* bias 0: the algorithms do not depend on it */
+	struct bt_conv_desc key;   /* bias 0: the algorithms do not depend on it; dtype does */
 	int tf32;
 	cudnnTensorDescriptor_t x, y;
 	cudnnFilterDescriptor_t w;
@@ -45,6 +59,11 @@ struct conv_entry {
 	size_t ws[3];
 };
 
+struct dev_block {
+	void *p;
+	size_t bytes;
+};
+
 struct bt_cuda {
 	int device;
 	int tf32;
@@ -53,6 +72,12 @@ struct bt_cuda {
 	cublasHandle_t blas;
 	void *ws;                  /* device workspace */
 	size_t ws_bytes;
+	void *hw;                  /* half weight gradients of a convolution, before the add */
+	size_t hw_bytes;
+	int *flag;                 /* device int: the overflow check's answer */
+	struct dev_block *blocks;  /* every live device allocation */
+	int nblocks, capblocks;
+	size_t mem_now, mem_peak;
 	struct conv_entry **conv;
 	int nconv, capconv;
 	cudnnTensorDescriptor_t bn_x, bn_p;
@@ -143,6 +168,14 @@ static int blas_fail(cublasStatus_t s, const char *call)
 
 static const float f_one = 1.0f, f_zero = 0.0f;
 
+/* A dtype argument the kernels know, or BT_ERR_INVALID. */
+static int dtype_check(int dtype)
+{
+	if (!bt_dtype_size(dtype))
+		return bt_error(BT_ERR_INVALID, "unknown dtype %d", dtype);
+	return BT_OK;
+}
+
 /* ---- shape checks: the CPU backend's rules (lib/cpu.c), so both reject the same ------- */
 
 static int out_floor(int in, int k, int s, int p, int dil)
@@ -159,6 +192,8 @@ static int pool_size_ok(int in, int out, int k, int s, int p)
 
 static int conv_check(const struct bt_conv_desc *d)
 {
+	if (dtype_check(d->dtype) < 0)
+		return BT_ERR_INVALID;
 	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
 	    d->cout <= 0 || d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 ||
 	    d->pw < 0 || d->dh <= 0 || d->dw <= 0 || d->groups <= 0 || d->c % d->groups ||
@@ -173,6 +208,8 @@ static int conv_check(const struct bt_conv_desc *d)
 
 static int bn_check(const struct bt_bn_desc *d)
 {
+	if (dtype_check(d->dtype) < 0)
+		return BT_ERR_INVALID;
 	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || !(d->eps >= 0))
 		return bt_error(BT_ERR_INVALID, "bad batch norm shape");
 	return BT_OK;
@@ -180,6 +217,8 @@ static int bn_check(const struct bt_bn_desc *d)
 
 static int pool_check(const struct bt_pool_desc *d)
 {
+	if (dtype_check(d->dtype) < 0)
+		return BT_ERR_INVALID;
 	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
 	    d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 || d->pw < 0 ||
 	    d->ph >= d->kh || d->pw >= d->kw)
@@ -193,6 +232,8 @@ static int pool_check(const struct bt_pool_desc *d)
 
 static int fc_check(const struct bt_fc_desc *d)
 {
+	if (dtype_check(d->dtype) < 0)
+		return BT_ERR_INVALID;
 	if (d->n <= 0 || d->cin <= 0 || d->cout <= 0)
 		return bt_error(BT_ERR_INVALID, "bad fully connected shape");
 	return BT_OK;
@@ -200,31 +241,73 @@ static int fc_check(const struct bt_fc_desc *d)
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-/* At least `bytes` of device workspace. Work queued earlier may still use the old buffer,
- * so the stream drains before it is freed. */
-static int ws_reserve(struct bt_cuda *cu, size_t bytes)
+/* cudaMalloc with the bytes recorded: the table of live blocks is searched from its end on
+ * release (buffers tend to go in reverse order), and a run holds a few thousand at most. */
+static int dev_malloc(struct bt_cuda *cu, void **p, size_t bytes)
 {
 	int rc = BT_OK;
-	if (bytes <= cu->ws_bytes)
-		return BT_OK;
-	bytes = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
-	CU(cudaStreamSynchronize(cu->stream));
-	CU(cudaFree(cu->ws));
-	cu->ws = NULL;
-	cu->ws_bytes = 0;
-	CU(cudaMalloc(&cu->ws, bytes));
-	cu->ws_bytes = bytes;
+	*p = NULL;
+	if (cu->nblocks == cu->capblocks) {
+		int cap = cu->capblocks ? 2 * cu->capblocks : 256;
+		struct dev_block *b = (struct dev_block *)realloc(cu->blocks, (size_t)cap * sizeof *b);
+		if (!b)
+			return bt_error(BT_ERR_NOMEM, "device allocation table");
+		cu->blocks = b;
+		cu->capblocks = cap;
+	}
+	CU(cudaMalloc(p, bytes));
+	cu->blocks[cu->nblocks].p = *p;
+	cu->blocks[cu->nblocks].bytes = bytes;
+	cu->nblocks++;
+	cu->mem_now += bytes;
+	if (cu->mem_now > cu->mem_peak)
+		cu->mem_peak = cu->mem_now;
 out:
 	return rc;
 }
 
-static int g_alloc(void *ctx, size_t bytes, void **p)
+static void dev_free(struct bt_cuda *cu, void *p)
+{
+	if (!p)
+		return;
+	for (int i = cu->nblocks - 1; i >= 0; i--) {
+		if (cu->blocks[i].p == p) {
+			cu->mem_now -= cu->blocks[i].bytes;
+			cu->blocks[i] = cu->blocks[--cu->nblocks];
+			break;
+		}
+	}
+	cudaFree(p);
+}
+
+/* At least `bytes` in *buf (of *cap bytes), grown in MiB steps. Work queued earlier may
+ * still use the old buffer, so the stream drains before it is freed. */
+static int buf_reserve(struct bt_cuda *cu, void **buf, size_t *cap, size_t bytes)
 {
 	int rc = BT_OK;
-	(void)ctx;
-	*p = NULL;
-	CU(cudaMalloc(p, bytes ? bytes : 256));
+	if (bytes <= *cap)
+		return BT_OK;
+	bytes = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+	CU(cudaStreamSynchronize(cu->stream));
+	dev_free(cu, *buf);
+	*buf = NULL;
+	*cap = 0;
+	CHECK(dev_malloc(cu, buf, bytes));
+	*cap = bytes;
 out:
+	return rc;
+}
+
+/* At least `bytes` of device workspace. */
+static int ws_reserve(struct bt_cuda *cu, size_t bytes)
+{
+	return buf_reserve(cu, &cu->ws, &cu->ws_bytes, bytes);
+}
+
+static int g_alloc(void *ctx, size_t bytes, void **p)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = dev_malloc(cu, p, bytes ? bytes : 256);
 	if (rc)
 		bt_error_prefix(rc, "device memory of %zu bytes", bytes);
 	return rc;
@@ -237,8 +320,32 @@ static void g_release(void *ctx, void *p)
 		return;
 	/* Kernels still queued may read it. */
 	cudaStreamSynchronize(cu->stream);
-	cudaFree(p);
+	dev_free(cu, p);
 }
+
+static int g_memory(void *ctx, size_t *now, size_t *peak)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	*now = cu->mem_now;
+	*peak = cu->mem_peak;
+	return BT_OK;
+}
+
+static int g_sync(void *ctx)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	CU(cudaStreamSynchronize(cu->stream));
+out:
+	return rc;
+}
+
+static int g_supports(void *ctx, int dtype)
+{
+	(void)ctx;
+	return dtype == BT_DTYPE_F32 || dtype == BT_DTYPE_F16 || dtype == BT_DTYPE_BF16;
+}
+
 
 /* cudaMemcpyDefault: the pointers tell the direction (unified addressing), so the same
  * function moves host to device, device to host, and device to device. */
@@ -264,12 +371,13 @@ out:
 	return rc;
 }
 
-static int g_copy(void *ctx, float *y, const float *x, size_t n)
+static int g_copy(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	if (y != x && n)
-		CU(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, cu->stream));
+		CU(cudaMemcpyAsync(y, x, n * bt_dtype_size(dtype), cudaMemcpyDeviceToDevice, cu->stream));
 out:
 	return rc;
 }
@@ -291,11 +399,20 @@ static void conv_entry_free(struct conv_entry *e)
 	free(e);
 }
 
+/* cuDNN's name for the storage type of a dtype. */
+static cudnnDataType_t dnn_type(int dtype)
+{
+	return dtype == BT_DTYPE_F16 ? CUDNN_DATA_HALF : dtype == BT_DTYPE_BF16 ? CUDNN_DATA_BFLOAT16
+										: CUDNN_DATA_FLOAT;
+}
+
 /* The descriptors of a shape: NHWC activations, and weights (Cout, KH, KW, Cin/g), which is
- * cuDNN's NHWC filter layout (KRSC), so nothing is transposed. */
+ * cuDNN's NHWC filter layout (KRSC), so nothing is transposed. Half data with a float32
+ * compute type: the PSEUDO_HALF and PSEUDO_BFLOAT16 configurations of the legacy API. */
 static int conv_entry_new(struct bt_cuda *cu, const struct bt_conv_desc *k, struct conv_entry **out)
 {
 	struct conv_entry *e = (struct conv_entry *)calloc(1, sizeof *e);
+	cudnnDataType_t t = dnn_type(k->dtype);
 	int n, c, h, w, rc = BT_OK;
 
 	*out = NULL;
@@ -307,11 +424,10 @@ static int conv_entry_new(struct bt_cuda *cu, const struct bt_conv_desc *k, stru
 	DNN(dl.cudnnCreateTensorDescriptor(&e->y));
 	DNN(dl.cudnnCreateFilterDescriptor(&e->w));
 	DNN(dl.cudnnCreateConvolutionDescriptor(&e->conv));
-	DNN(dl.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, k->n, k->c, k->h, k->w));
-	DNN(dl.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, k->n, k->cout, k->oh,
-				       k->ow));
-	DNN(dl.cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, k->cout,
-				       k->c / k->groups, k->kh, k->kw));
+	DNN(dl.cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, t, k->n, k->c, k->h, k->w));
+	DNN(dl.cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, t, k->n, k->cout, k->oh, k->ow));
+	DNN(dl.cudnnSetFilter4dDescriptor(e->w, t, CUDNN_TENSOR_NHWC, k->cout, k->c / k->groups, k->kh,
+				       k->kw));
 	DNN(dl.cudnnSetConvolution2dDescriptor(e->conv, k->ph, k->pw, k->sh, k->sw, k->dh, k->dw,
 					    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
 	DNN(dl.cudnnSetConvolutionGroupCount(e->conv, k->groups));
@@ -357,15 +473,26 @@ static int conv_get(struct bt_cuda *cu, const struct bt_conv_desc *d, struct con
 	return BT_OK;
 }
 
+/* How a convolution's math may go: plain FP32, TF32 tensor cores, or half data (float16 or
+ * bfloat16, tensor cores and float32 accumulation). */
+enum { MATH_FP32, MATH_TF32, MATH_HALF };
+
+static int math_mode(const struct conv_entry *e)
+{
+	return e->key.dtype != BT_DTYPE_F32 ? MATH_HALF : e->tf32 ? MATH_TF32 : MATH_FP32;
+}
+
 /* The first usable result of cuDNN's ranked list: supported, within WS_LIMIT, and in FP32
  * mode without tensor cores: an FMA result as it is, else (a second chance, should cuDNN
  * report the descriptor's math type loosely) a DEFAULT one with FMA forced, since DEFAULT
  * lets Ampere and later GPUs use TF32. With TF32 on, anything but FP16 down-conversion.
- * Deterministic algorithms first, so that two runs give the same bits. *math: the math
- * type to set on the descriptor. */
+ * With half data, any math type: the data is half already, the accumulation float32
+ * (the descriptor's compute type). Deterministic algorithms first, so that two runs give
+ * the same bits. *math: the math type to set on the descriptor. */
 template <typename Perf>
-static int pick(const Perf *perf, int n, int tf32, cudnnMathType_t *math)
+static int pick(const Perf *perf, int n, int mode, cudnnMathType_t *math)
 {
+	int tf32 = mode == MATH_TF32;
 	for (int pass = 0; pass < 4; pass++) {
 		int det = !(pass & 1), loose = pass >= 2;
 		for (int i = 0; i < n; i++) {
@@ -374,6 +501,10 @@ static int pick(const Perf *perf, int n, int tf32, cudnnMathType_t *math)
 				continue;
 			if (det && perf[i].determinism != CUDNN_DETERMINISTIC)
 				continue;
+			if (mode == MATH_HALF) {
+				*math = m;
+				return i;
+			}
 			if (tf32 && !loose && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
 				*math = m;
 				return i;
@@ -392,17 +523,18 @@ static const char *dir_name[3] = { "forward", "backward data", "backward weights
 /* Chooses the algorithm of one direction once, and makes the workspace big enough. */
 static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 {
+	static const char *const math_name[3] = { "FP32", "TF32", "" };
 	const struct bt_conv_desc *k = &e->key;
-	int got = 0, i = -1, rc = BT_OK;
+	int got = 0, i = -1, rc = BT_OK, mode = math_mode(e);
 
 	if (e->ready[dir])
 		return ws_reserve(cu, e->ws[dir]);
-	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+	DNN(dl.cudnnSetConvolutionMathType(e->conv, mode == MATH_FP32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
 	if (dir == FWD) {
 		cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		DNN(dl.cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, e->x, e->w, e->conv, e->y,
 							   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
-		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
 			e->algo[dir] = p[i].algo;
 			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
 			DNN(dl.cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, e->x, e->w, e->conv, e->y,
@@ -413,7 +545,7 @@ static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 		DNN(dl.cudnnGetConvolutionBackwardDataAlgorithm_v7(cu->dnn, e->w, e->y, e->conv, e->x,
 								CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
 								&got, p));
-		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
 			e->algo[dir] = p[i].algo;
 			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
 			DNN(dl.cudnnGetConvolutionBackwardDataWorkspaceSize(cu->dnn, e->w, e->y, e->conv, e->x,
@@ -424,7 +556,7 @@ static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 		DNN(dl.cudnnGetConvolutionBackwardFilterAlgorithm_v7(cu->dnn, e->x, e->y, e->conv, e->w,
 								  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
 								  &got, p));
-		if ((i = pick(p, got, e->tf32, &e->math[dir])) >= 0) {
+		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
 			e->algo[dir] = p[i].algo;
 			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
 			DNN(dl.cudnnGetConvolutionBackwardFilterWorkspaceSize(cu->dnn, e->x, e->y, e->conv,
@@ -435,7 +567,8 @@ static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 		rc = bt_error(BT_ERR_UNSUPPORTED,
 			      "cuDNN has no %s algorithm for the convolution %dx%dx%dx%d -> %d, kernel %dx%d, "
 			      "stride %dx%d, padding %dx%d, dilation %dx%d, groups %d (%d candidates)",
-			      e->tf32 ? "TF32" : "FP32", k->n, k->h, k->w, k->c, k->cout, k->kh, k->kw,
+			      mode == MATH_HALF ? bt_dtype_name(k->dtype) : math_name[mode], k->n, k->h, k->w,
+			      k->c, k->cout, k->kh, k->kw,
 			      k->sh, k->sw, k->ph, k->pw, k->dh, k->dw, k->groups, got);
 		goto out;
 	}
@@ -448,8 +581,8 @@ out:
 	return rc;
 }
 
-static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const float *x, const float *w,
-		      const float *b, float *y)
+static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const void *x, const void *w,
+		      const float *b, void *y)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	struct conv_entry *e;
@@ -467,13 +600,13 @@ static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const float *x, c
 				    (cudnnConvolutionFwdAlgo_t)e->algo[FWD], cu->ws, e->ws[FWD],
 				    &f_zero, e->y, y));
 	if (d->bias)
-		KERN(bt_k_bias_add(cu->stream, y, b, (size_t)d->n * d->oh * d->ow, d->cout));
+		KERN(bt_k_bias_add(cu->stream, d->dtype, y, b, (size_t)d->n * d->oh * d->ow, d->cout));
 out:
 	return rc;
 }
 
-static int g_conv_bwd_data(void *ctx, const struct bt_conv_desc *d, const float *dy, const float *w,
-			   float *dx)
+static int g_conv_bwd_data(void *ctx, const struct bt_conv_desc *d, const void *dy, const void *w,
+			   void *dx)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	struct conv_entry *e;
@@ -491,12 +624,13 @@ out:
 	return rc;
 }
 
-static int g_conv_bwd_weights(void *ctx, const struct bt_conv_desc *d, const float *x,
-			      const float *dy, float *dw, float *db)
+static int g_conv_bwd_weights(void *ctx, const struct bt_conv_desc *d, const void *x,
+			      const void *dy, float *dw, float *db)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	struct conv_entry *e;
 	size_t P = (size_t)d->n * d->oh * d->ow;
+	size_t nw = (size_t)d->cout * d->kh * d->kw * (d->c / (d->groups > 0 ? d->groups : 1));
 	int rc = BT_OK;
 
 	CHECK(conv_check(d));
@@ -507,13 +641,22 @@ static int g_conv_bwd_weights(void *ctx, const struct bt_conv_desc *d, const flo
 	CHECK(conv_get(cu, d, &e));
 	CHECK(conv_algo(cu, e, BWD_W));
 	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[BWD_W]));
-	/* beta 1: dw += */
-	DNN(dl.cudnnConvolutionBackwardFilter(cu->dnn, &f_one, e->x, x, e->y, dy, e->conv,
-					   (cudnnConvolutionBwdFilterAlgo_t)e->algo[BWD_W], cu->ws,
-					   e->ws[BWD_W], &f_one, e->w, dw));
+	if (d->dtype == BT_DTYPE_F32) {
+		/* beta 1: dw += */
+		DNN(dl.cudnnConvolutionBackwardFilter(cu->dnn, &f_one, e->x, x, e->y, dy, e->conv,
+						   (cudnnConvolutionBwdFilterAlgo_t)e->algo[BWD_W], cu->ws,
+						   e->ws[BWD_W], &f_one, e->w, dw));
+	} else {
+		/* The filter gradient has the data's type: into the scratch, then added. */
+		CHECK(buf_reserve(cu, &cu->hw, &cu->hw_bytes, nw * bt_dtype_size(d->dtype)));
+		DNN(dl.cudnnConvolutionBackwardFilter(cu->dnn, &f_one, e->x, x, e->y, dy, e->conv,
+						   (cudnnConvolutionBwdFilterAlgo_t)e->algo[BWD_W], cu->ws,
+						   e->ws[BWD_W], &f_zero, e->w, cu->hw));
+		KERN(bt_k_add_to_f32(cu->stream, d->dtype, dw, cu->hw, nw));
+	}
 	if (d->bias) {
 		CHECK(ws_reserve(cu, bt_k_colsum_tmp_bytes(P, d->cout)));
-		KERN(bt_k_colsum_add(cu->stream, db, dy, P, d->cout, (float *)cu->ws));
+		KERN(bt_k_colsum_add(cu->stream, d->dtype, db, dy, P, d->cout, (float *)cu->ws));
 	}
 out:
 	return rc;
@@ -523,25 +666,39 @@ out:
 
 /* cuDNN's spatial batch norm: the saved statistics are the mean and 1 / sqrt(var + eps),
  * as cpu.h's save_mean and save_invstd; the running variance is updated with the unbiased
- * batch variance and exponentialAverageFactor weighs the new value, PyTorch's momentum. */
+ * batch variance and exponentialAverageFactor weighs the new value, PyTorch's momentum.
+ * Half data (float16) keeps float32 parameters: the derived descriptor is float32 then. */
 static int bn_descs(struct bt_cuda *cu, const struct bt_bn_desc *d)
 {
 	int rc = BT_OK;
 	CHECK(bn_check(d));
-	DNN(dl.cudnnSetTensor4dDescriptor(cu->bn_x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h,
+	DNN(dl.cudnnSetTensor4dDescriptor(cu->bn_x, CUDNN_TENSOR_NHWC, dnn_type(d->dtype), d->n, d->c, d->h,
 				       d->w));
 	DNN(dl.cudnnDeriveBNTensorDescriptor(cu->bn_p, cu->bn_x, CUDNN_BATCHNORM_SPATIAL));
 out:
 	return rc;
 }
 
-static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+/* bfloat16 goes to bt's kernels (kernels.cu), float32 and float16 to cuDNN. */
+static int bn_own(const struct bt_bn_desc *d)
+{
+	return d->dtype == BT_DTYPE_BF16;
+}
+
+static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
 			  const float *beta, float *running_mean, float *running_var, float *save_mean,
-			  float *save_invstd, float *y)
+			  float *save_invstd, void *y)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int one = (size_t)d->n * d->h * d->w == 1, rc = BT_OK;
 
+	if (bn_own(d)) {
+		CHECK(bn_check(d));
+		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+		KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
+				       save_invstd, y, cu->ws));
+		goto out;
+	}
 	CHECK(bn_descs(cu, d));
 	DNN(dl.cudnnBatchNormalizationForwardTraining(
 		cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero, cu->bn_x, x, cu->bn_x, y, cu->bn_p,
@@ -554,13 +711,18 @@ out:
 	return rc;
 }
 
-static int g_bn_fwd_infer(void *ctx, const struct bt_bn_desc *d, const float *x, const float *gamma,
+static int g_bn_fwd_infer(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
 			  const float *beta, const float *running_mean, const float *running_var,
-			  float *y)
+			  void *y)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
+	if (bn_own(d)) {
+		CHECK(bn_check(d));
+		KERN(bt_k_bn_fwd_infer(cu->stream, d, x, gamma, beta, running_mean, running_var, y));
+		goto out;
+	}
 	CHECK(bn_descs(cu, d));
 	DNN(dl.cudnnBatchNormalizationForwardInference(cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero,
 						    cu->bn_x, x, cu->bn_x, y, cu->bn_p, gamma, beta,
@@ -569,13 +731,19 @@ out:
 	return rc;
 }
 
-static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const float *x, const float *dy,
-		    const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, const void *dy,
+		    const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
 		    float *dgamma, float *dbeta)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
+	if (bn_own(d)) {
+		CHECK(bn_check(d));
+		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+		KERN(bt_k_bn_bwd(cu->stream, d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, cu->ws));
+		goto out;
+	}
 	CHECK(bn_descs(cu, d));
 	/* data: dx = 1 * grad + 0 * dx; parameters: dgamma = 1 * grad + 1 * dgamma (add into) */
 	DNN(dl.cudnnBatchNormalizationBackward(cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero, &f_one,
@@ -596,7 +764,7 @@ static size_t g_pool_ws_bytes(void *ctx, const struct bt_pool_desc *d)
 	return bt_k_pool_ws_bytes(d);
 }
 
-static int g_pool_fwd(void *ctx, const struct bt_pool_desc *d, const float *x, float *y, void *ws)
+static int g_pool_fwd(void *ctx, const struct bt_pool_desc *d, const void *x, void *y, void *ws)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
@@ -611,8 +779,8 @@ out:
 	return rc;
 }
 
-static int g_pool_bwd(void *ctx, const struct bt_pool_desc *d, const float *dy, const void *ws,
-		      float *dx)
+static int g_pool_bwd(void *ctx, const struct bt_pool_desc *d, const void *dy, const void *ws,
+		      void *dx)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
@@ -629,8 +797,34 @@ out:
 
 /* ---- fully connected: row-major (N, Cin) x (Cout, Cin)^T as cuBLAS's column-major ------- */
 
-static int g_fc_fwd(void *ctx, const struct bt_fc_desc *d, const float *x, const float *w,
-		    const float *b, float *y)
+/* cuBLAS's name for the storage type of a dtype. */
+static cudaDataType blas_type(int dtype)
+{
+	return dtype == BT_DTYPE_F16 ? CUDA_R_16F : dtype == BT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+/* C (m, n) = alpha op(A) op(B) + beta C, column-major, in float32 arithmetic: sgemm for
+ * float32 data (bit for bit what it was), cublasGemmEx with float32 compute for half A and
+ * B, whose C is half or float32 (the weight gradient, added into the arena). */
+static int gemm(struct bt_cuda *cu, int dtype, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+		int k, const void *A, int lda, const void *B, int ldb, const float *beta, void *C,
+		cudaDataType ctype, int ldc)
+{
+	int rc = BT_OK;
+	if (dtype == BT_DTYPE_F32) {
+		BLAS(dl.cublasSgemm(cu->blas, ta, tb, m, n, k, &f_one, (const float *)A, lda, (const float *)B,
+				 ldb, beta, (float *)C, ldc));
+	} else {
+		BLAS(dl.cublasGemmEx(cu->blas, ta, tb, m, n, k, &f_one, A, blas_type(dtype), lda, B,
+				  blas_type(dtype), ldb, beta, C, ctype, ldc, CUBLAS_COMPUTE_32F,
+				  CUBLAS_GEMM_DEFAULT));
+	}
+out:
+	return rc;
+}
+
+static int g_fc_fwd(void *ctx, const struct bt_fc_desc *d, const void *x, const void *w,
+		    const float *b, void *y)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
@@ -643,15 +837,15 @@ static int g_fc_fwd(void *ctx, const struct bt_fc_desc *d, const float *x, const
 	/* As the CPU: the bias laid down first, the product added onto it. y^T (Cout, N) =
 	 * w (Cout, Cin) x^T (Cin, N), where w is column-major (Cin, Cout), hence op T. */
 	if (d->bias)
-		KERN(bt_k_bias_set(cu->stream, y, b, (size_t)d->n, d->cout));
-	BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, d->cout, d->n, d->cin, &f_one, w, d->cin,
-			 x, d->cin, d->bias ? &f_one : &f_zero, y, d->cout));
+		KERN(bt_k_bias_set(cu->stream, d->dtype, y, b, (size_t)d->n, d->cout));
+	CHECK(gemm(cu, d->dtype, CUBLAS_OP_T, CUBLAS_OP_N, d->cout, d->n, d->cin, w, d->cin, x, d->cin,
+		   d->bias ? &f_one : &f_zero, y, blas_type(d->dtype), d->cout));
 out:
 	return rc;
 }
 
-static int g_fc_bwd(void *ctx, const struct bt_fc_desc *d, const float *x, const float *dy,
-		    const float *w, float *dx, float *dw, float *db)
+static int g_fc_bwd(void *ctx, const struct bt_fc_desc *d, const void *x, const void *dy,
+		    const void *w, void *dx, float *dw, float *db)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
@@ -663,14 +857,14 @@ static int g_fc_bwd(void *ctx, const struct bt_fc_desc *d, const float *x, const
 	}
 	/* dx^T (Cin, N) = w^T (Cin, Cout) dy^T (Cout, N), overwritten */
 	if (dx)
-		BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_N, d->cin, d->n, d->cout, &f_one, w,
-				 d->cin, dy, d->cout, &f_zero, dx, d->cin));
-	/* dw^T (Cin, Cout) += x^T (Cin, N) dy (N, Cout) */
-	BLAS(dl.cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_T, d->cin, d->cout, d->n, &f_one, x, d->cin,
-			 dy, d->cout, &f_one, dw, d->cin));
+		CHECK(gemm(cu, d->dtype, CUBLAS_OP_N, CUBLAS_OP_N, d->cin, d->n, d->cout, w, d->cin, dy,
+			   d->cout, &f_zero, dx, blas_type(d->dtype), d->cin));
+	/* dw^T (Cin, Cout) += x^T (Cin, N) dy (N, Cout), float32 whatever the data */
+	CHECK(gemm(cu, d->dtype, CUBLAS_OP_N, CUBLAS_OP_T, d->cin, d->cout, d->n, x, d->cin, dy, d->cout,
+		   &f_one, dw, CUDA_R_32F, d->cin));
 	if (d->bias) {
 		CHECK(ws_reserve(cu, bt_k_colsum_tmp_bytes((size_t)d->n, d->cout)));
-		KERN(bt_k_colsum_add(cu->stream, db, dy, (size_t)d->n, d->cout, (float *)cu->ws));
+		KERN(bt_k_colsum_add(cu->stream, d->dtype, db, dy, (size_t)d->n, d->cout, (float *)cu->ws));
 	}
 out:
 	return rc;
@@ -678,93 +872,124 @@ out:
 
 /* ---- elementwise and data movement ------------------------------------------------------ */
 
-static int g_relu_fwd(void *ctx, const float *x, float *y, size_t n)
+static int g_relu_fwd(void *ctx, int dtype, const void *x, void *y, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_relu_fwd(cu->stream, x, y, n));
+	KERN(bt_k_relu_fwd(cu->stream, dtype, x, y, n));
 out:
 	return rc;
 }
 
-static int g_relu_bwd(void *ctx, const float *y, const float *dy, float *dx, size_t n)
+static int g_relu_bwd(void *ctx, int dtype, const void *y, const void *dy, void *dx, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_relu_bwd(cu->stream, y, dy, dx, n));
+	KERN(bt_k_relu_bwd(cu->stream, dtype, y, dy, dx, n));
 out:
 	return rc;
 }
 
-static int g_add(void *ctx, const float *a, const float *b, float *y, size_t n)
+static int g_add(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_add(cu->stream, a, b, y, n));
+	KERN(bt_k_add(cu->stream, dtype, a, b, y, n));
 out:
 	return rc;
 }
 
-static int g_accumulate(void *ctx, float *y, const float *x, size_t n)
+static int g_accumulate(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_accumulate(cu->stream, y, x, n));
+	KERN(bt_k_accumulate(cu->stream, dtype, y, x, n));
 out:
 	return rc;
 }
 
-static int g_mul(void *ctx, const float *a, const float *b, float *y, size_t n)
+static int g_mul(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_mul(cu->stream, a, b, y, n));
+	KERN(bt_k_mul(cu->stream, dtype, a, b, y, n));
 out:
 	return rc;
 }
 
-static int g_gap_fwd(void *ctx, const float *x, float *y, int n, size_t hw, int c)
+static int g_gap_fwd(void *ctx, int dtype, const void *x, void *y, int n, size_t hw, int c)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_gap_fwd(cu->stream, x, y, n, hw, c));
+	KERN(bt_k_gap_fwd(cu->stream, dtype, x, y, n, hw, c));
 out:
 	return rc;
 }
 
-static int g_gap_bwd(void *ctx, const float *dy, float *dx, int n, size_t hw, int c)
+static int g_gap_bwd(void *ctx, int dtype, const void *dy, void *dx, int n, size_t hw, int c)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_gap_bwd(cu->stream, dy, dx, n, hw, c));
+	KERN(bt_k_gap_bwd(cu->stream, dtype, dy, dx, n, hw, c));
 out:
 	return rc;
 }
 
-static int g_concat_fwd(void *ctx, const float *xj, float *y, size_t pixels, int cj, int co, int off)
+static int g_concat_fwd(void *ctx, int dtype, const void *xj, void *y, size_t pixels, int cj, int co,
+			int off)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_concat(cu->stream, xj, y, pixels, cj, co, off, 1));
+	KERN(bt_k_concat(cu->stream, dtype, xj, y, pixels, cj, co, off, 1));
 out:
 	return rc;
 }
 
-static int g_concat_bwd(void *ctx, const float *dy, float *dxj, size_t pixels, int cj, int co, int off)
+static int g_concat_bwd(void *ctx, int dtype, const void *dy, void *dxj, size_t pixels, int cj, int co,
+			int off)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_concat(cu->stream, dy, dxj, pixels, cj, co, off, 0));
+	KERN(bt_k_concat(cu->stream, dtype, dy, dxj, pixels, cj, co, off, 0));
 out:
 	return rc;
 }
 
-static int g_dropout_fwd(void *ctx, const float *x, float *y, float *mask, size_t n, float p,
+static int g_dropout_fwd(void *ctx, int dtype, const void *x, void *y, void *mask, size_t n, float p,
 			 uint64_t seed)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
-	KERN(bt_k_dropout(cu->stream, x, y, mask, n, p, seed));
+	KERN(bt_k_dropout(cu->stream, dtype, x, y, mask, n, p, seed));
+out:
+	return rc;
+}
+
+/* ---- mixed precision -------------------------------------------------------------------- */
+
+static int g_cast(void *ctx, const void *x, int xt, void *y, int yt, size_t n, float scale)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+	if (!bt_dtype_size(xt) || !bt_dtype_size(yt)) {
+		rc = bt_error(BT_ERR_INVALID, "cast: dtype %d to %d", xt, yt);
+		goto out;
+	}
+	KERN(bt_k_cast(cu->stream, x, xt, y, yt, n, scale));
+out:
+	return rc;
+}
+
+/* One reduction kernel and one int back: the caller decides on the step from it. */
+static int g_nonfinite(void *ctx, const float *x, size_t n, int *found)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK, flag = 0;
+	CU(cudaMemsetAsync(cu->flag, 0, sizeof *cu->flag, cu->stream));
+	KERN(bt_k_nonfinite(cu->stream, x, n, cu->flag));
+	CU(cudaMemcpyAsync(&flag, cu->flag, sizeof flag, cudaMemcpyDeviceToHost, cu->stream));
+	CU(cudaStreamSynchronize(cu->stream));
+	*found = flag != 0;
 out:
 	return rc;
 }
@@ -842,7 +1067,7 @@ static int same_ranges(const struct bt_cuda *cu, const struct bt_sgd_range *r, i
 
 /* The ranges are kept on the device and sent again only when the caller's change. */
 static int g_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt_sgd_range *ranges,
-		 int nranges, float lr, float momentum, float wd)
+		 int nranges, float lr, float momentum, float wd, float gscale)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	struct bt_cuda_range *staged = NULL;
@@ -862,10 +1087,10 @@ static int g_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt
 			}
 			cu->ranges = h;
 			CU(cudaStreamSynchronize(cu->stream));
-			CU(cudaFree(cu->ranges_dev));
+			dev_free(cu, cu->ranges_dev);
 			cu->ranges_dev = NULL;
 			cu->capranges = 0;
-			CU(cudaMalloc(&cu->ranges_dev, (size_t)nranges * sizeof *cu->ranges_dev));
+			CHECK(dev_malloc(cu, (void **)&cu->ranges_dev, (size_t)nranges * sizeof *cu->ranges_dev));
 			cu->capranges = nranges;
 		}
 		staged = (struct bt_cuda_range *)malloc((size_t)nranges * sizeof *staged);
@@ -888,7 +1113,7 @@ static int g_sgd(void *ctx, float *w, const float *dw, float *v, const struct bt
 		cu->ranges_total = start;
 	}
 	KERN(bt_k_sgd(cu->stream, w, dw, v, cu->ranges_dev, cu->nranges, cu->ranges_total, lr, momentum,
-		      wd));
+		      wd, gscale));
 out:
 	free(staged);
 	return rc;
@@ -919,10 +1144,13 @@ static void g_destroy(void *ctx)
 		dl.cudnnDestroy(cu->dnn);
 	if (cu->blas)
 		dl.cublasDestroy(cu->blas);
-	cudaFree(cu->ws);
-	cudaFree(cu->ranges_dev);
+	dev_free(cu, cu->ws);
+	dev_free(cu, cu->hw);
+	dev_free(cu, cu->ranges_dev);
+	dev_free(cu, cu->flag);
 	if (cu->stream)
 		cudaStreamDestroy(cu->stream);
+	free(cu->blocks);
 	free(cu->ranges);
 	free(cu->row_loss);
 	free(cu->row_bad);
@@ -933,6 +1161,7 @@ static const struct bt_backend_i cuda_backend = {
 	/* .name */ "cuda",
 	/* .describe */ g_describe,
 	/* .destroy */ g_destroy,
+	/* .supports */ g_supports,
 	/* .alloc */ g_alloc,
 	/* .release */ g_release,
 	/* .upload */ g_move,
@@ -963,6 +1192,10 @@ static const struct bt_backend_i cuda_backend = {
 	/* .bn_fold */ g_bn_fold,
 	/* .softmax_ce */ g_softmax_ce,
 	/* .sgd */ g_sgd,
+	/* .cast */ g_cast,
+	/* .nonfinite */ g_nonfinite,
+	/* .sync */ g_sync,
+	/* .memory */ g_memory,
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
@@ -1000,6 +1233,7 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	BLAS(dl.cublasSetStream(cu->blas, cu->stream));
 	BLAS(dl.cublasSetMathMode(cu->blas, CUBLAS_DEFAULT_MATH));
 	BLAS(dl.cublasGetVersion(cu->blas, &bv));
+	CHECK(dev_malloc(cu, (void **)&cu->flag, sizeof *cu->flag));
 	dv = dl.cudnnGetVersion();
 	snprintf(cu->desc, sizeof cu->desc, "cuda:%d %s, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d", device,
 		 prop.name, dv / 10000, dv % 10000 / 100, dv % 100, bv / 10000, bv % 10000 / 100,

@@ -50,6 +50,7 @@ static void load(void)
 #define DL_BLAS(f) if (sym(blas, cublas_so, DL_STR(f), (void **)&dl.f)) goto fail;
 	BT_DL_CUDNN(DL_DNN)
 	BT_DL_CUBLAS(DL_BLAS)
+	BT_DL_CUBLAS_TYPED(DL_BLAS)
 #undef DL_DNN
 #undef DL_BLAS
 	return;

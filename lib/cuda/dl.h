@@ -5,7 +5,8 @@
  *
  * Every function the backend calls is listed once in BT_DL_FUNCS; its pointer has the
  * header's own type (decltype), so a changed prototype is a compile error, and calls read
- * dl.cudnnCreate(...) instead of cudnnCreate(...). Adding a call: add its name here.
+ * dl.cudnnCreate(...) instead of cudnnCreate(...). Adding a call: add its name here (or,
+ * for a name C++ overloads, to BT_DL_CUBLAS_TYPED with the exact prototype).
  */
 #ifndef BT_CUDA_DL_H
 #define BT_CUDA_DL_H
@@ -37,15 +38,27 @@
 	X(cublasCreate) X(cublasDestroy) X(cublasSetStream) X(cublasGetVersion)            \
 	X(cublasSetMathMode) X(cublasGetStatusString) X(cublasSgemm)
 
+/* Names that cublas_api.h overloads in C++ (an inline wrapper taking the old cudaDataType
+ * compute type sits beside the library's cublasGemmEx), so that decltype(&f) would be
+ * ambiguous: their types are written out below, and static_cast picks the library's
+ * function, which still makes a changed prototype a compile error. */
+#define BT_DL_CUBLAS_TYPED(X) X(cublasGemmEx)
+
 /* The types first: a member may not be declared with the name its own type is taken from. */
 #define BT_DL_TYPE(f) typedef decltype(&f) bt_dl_t_##f;
 BT_DL_CUDNN(BT_DL_TYPE)
 BT_DL_CUBLAS(BT_DL_TYPE)
 #undef BT_DL_TYPE
+typedef decltype(static_cast<cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+						int, int, const void *, const void *, cudaDataType, int,
+						const void *, cudaDataType, int, const void *, void *,
+						cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t)>(
+	&cublasGemmEx)) bt_dl_t_cublasGemmEx;
 #define BT_DL_MEMBER(f) bt_dl_t_##f f;
 struct bt_cuda_dl {
 	BT_DL_CUDNN(BT_DL_MEMBER)
 	BT_DL_CUBLAS(BT_DL_MEMBER)
+	BT_DL_CUBLAS_TYPED(BT_DL_MEMBER)
 };
 #undef BT_DL_MEMBER
 

@@ -3,10 +3,18 @@
  * where the CPU computes a value with separately rounded float operations (SGD, bn_fold,
  * the division of global average pooling), these use the _rn intrinsics, which nvcc never
  * contracts into a fused multiply-add, so both backends produce the same bits. Reductions
- * (bias gradients, the loss) have a fixed decomposition: no atomics, the same result on
- * every run. Pooling backward gathers (one thread per input element walks the windows that
- * cover it) rather than scattering with atomics, for the same reason.
+ * (bias gradients, the loss, batch norm's statistics) have a fixed decomposition: no
+ * atomics, the same result on every run. Pooling backward gathers (one thread per input
+ * element walks the windows that cover it) rather than scattering with atomics, for the
+ * same reason.
+ *
+ * Kernels on activations are templates over the element type T (float, __half,
+ * __nv_bfloat16) that load into float with ld, compute in float and round once with st;
+ * for float both are plain loads and stores, so the float32 kernels are the ones they were.
+ * DISPATCH turns a launcher's dtype into T.
  */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <float.h>
 #include <math.h>
 
@@ -30,65 +38,100 @@ static unsigned grid_for(size_t n)
 	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);           \
 	     i += (size_t)gridDim.x * blockDim.x)
 
+/* Element access in float, whatever the storage type; stores round to nearest even. */
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* Runs the statements with T the element type of dtype dt; an unknown dt returns
+ * cudaErrorInvalidValue from the launcher. */
+#define DISPATCH(dt, T, ...)                                                            \
+	switch (dt) {                                                                   \
+	case BT_DTYPE_F32: {                                                            \
+		typedef float T;                                                        \
+		__VA_ARGS__;                                                            \
+		break;                                                                  \
+	}                                                                               \
+	case BT_DTYPE_F16: {                                                            \
+		typedef __half T;                                                       \
+		__VA_ARGS__;                                                            \
+		break;                                                                  \
+	}                                                                               \
+	case BT_DTYPE_BF16: {                                                           \
+		typedef __nv_bfloat16 T;                                                \
+		__VA_ARGS__;                                                            \
+		break;                                                                  \
+	}                                                                               \
+	default:                                                                        \
+		return cudaErrorInvalidValue;                                           \
+	}
+
 /* ---- elementwise ------------------------------------------------------------------------ */
 
-__global__ void k_relu_fwd(const float *x, float *y, size_t n)
+template <typename T>
+__global__ void k_relu_fwd(const T *x, T *y, size_t n)
 {
 	GRID_STRIDE(i, n) {
-		float v = x[i];
-		y[i] = v > 0.0f ? v : 0.0f;
+		float v = ld(x + i);
+		st(y + i, v > 0.0f ? v : 0.0f);
 	}
 }
 
-__global__ void k_relu_bwd(const float *y, const float *dy, float *dx, size_t n)
+template <typename T>
+__global__ void k_relu_bwd(const T *y, const T *dy, T *dx, size_t n)
 {
-	GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+	GRID_STRIDE(i, n) st(dx + i, ld(y + i) > 0.0f ? ld(dy + i) : 0.0f);
 }
 
 /* y may be a or b: each element is read before it is written, by the same thread. */
-__global__ void k_add(const float *a, const float *b, float *y, size_t n)
+template <typename T>
+__global__ void k_add(const T *a, const T *b, T *y, size_t n)
 {
-	GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+	GRID_STRIDE(i, n) st(y + i, ld(a + i) + ld(b + i));
 }
 
-__global__ void k_mul(const float *a, const float *b, float *y, size_t n)
+template <typename T>
+__global__ void k_mul(const T *a, const T *b, T *y, size_t n)
 {
-	GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+	GRID_STRIDE(i, n) st(y + i, ld(a + i) * ld(b + i));
 }
 
-cudaError_t bt_k_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n)
+cudaError_t bt_k_relu_fwd(cudaStream_t s, int dt, const void *x, void *y, size_t n)
 {
 	if (n)
-		k_relu_fwd<<<grid_for(n), THREADS, 0, s>>>(x, y, n);
+		DISPATCH(dt, T, k_relu_fwd<T><<<grid_for(n), THREADS, 0, s>>>((const T *)x, (T *)y, n));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n)
+cudaError_t bt_k_relu_bwd(cudaStream_t s, int dt, const void *y, const void *dy, void *dx, size_t n)
 {
 	if (n)
-		k_relu_bwd<<<grid_for(n), THREADS, 0, s>>>(y, dy, dx, n);
+		DISPATCH(dt, T, k_relu_bwd<T><<<grid_for(n), THREADS, 0, s>>>((const T *)y, (const T *)dy, (T *)dx, n));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_add(cudaStream_t s, const float *a, const float *b, float *y, size_t n)
+cudaError_t bt_k_add(cudaStream_t s, int dt, const void *a, const void *b, void *y, size_t n)
 {
 	if (n)
-		k_add<<<grid_for(n), THREADS, 0, s>>>(a, b, y, n);
+		DISPATCH(dt, T, k_add<T><<<grid_for(n), THREADS, 0, s>>>((const T *)a, (const T *)b, (T *)y, n));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_accumulate(cudaStream_t s, float *y, const float *x, size_t n)
+cudaError_t bt_k_accumulate(cudaStream_t s, int dt, void *y, const void *x, size_t n)
 {
 	/* y + x: the CPU's y += x, the same single rounding. */
 	if (n)
-		k_add<<<grid_for(n), THREADS, 0, s>>>(y, x, y, n);
+		DISPATCH(dt, T, k_add<T><<<grid_for(n), THREADS, 0, s>>>((const T *)y, (const T *)x, (T *)y, n));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_mul(cudaStream_t s, const float *a, const float *b, float *y, size_t n)
+cudaError_t bt_k_mul(cudaStream_t s, int dt, const void *a, const void *b, void *y, size_t n)
 {
 	if (n)
-		k_mul<<<grid_for(n), THREADS, 0, s>>>(a, b, y, n);
+		DISPATCH(dt, T, k_mul<T><<<grid_for(n), THREADS, 0, s>>>((const T *)a, (const T *)b, (T *)y, n));
 	return cudaGetLastError();
 }
 
@@ -96,44 +139,48 @@ cudaError_t bt_k_mul(cudaStream_t s, const float *a, const float *b, float *y, s
 
 /* One thread per (image, channel), summing the pixels in order as the CPU does; adjacent
  * threads read adjacent channels. */
-__global__ void k_gap_fwd(const float *x, float *y, int n, size_t hw, int c)
+template <typename T>
+__global__ void k_gap_fwd(const T *x, T *y, int n, size_t hw, int c)
 {
 	GRID_STRIDE(i, (size_t)n * c) {
 		size_t m = i / c, k = i % c;
-		const float *xm = x + m * hw * c + k;
+		const T *xm = x + m * hw * c + k;
 		float sum = 0.0f;
 		for (size_t p = 0; p < hw; p++)
-			sum = __fadd_rn(sum, xm[p * c]);
-		y[i] = __fdiv_rn(sum, (float)hw);
+			sum = __fadd_rn(sum, ld(xm + p * c));
+		st(y + i, __fdiv_rn(sum, (float)hw));
 	}
 }
 
-__global__ void k_gap_bwd(const float *dy, float *dx, size_t hw, int c, size_t total)
+template <typename T>
+__global__ void k_gap_bwd(const T *dy, T *dx, size_t hw, int c, size_t total)
 {
 	GRID_STRIDE(i, total) {
 		size_t m = i / (hw * c), k = i % c;
-		dx[i] = __fdiv_rn(dy[m * c + k], (float)hw);
+		st(dx + i, __fdiv_rn(ld(dy + m * c + k), (float)hw));
 	}
 }
 
-cudaError_t bt_k_gap_fwd(cudaStream_t s, const float *x, float *y, int n, size_t hw, int c)
+cudaError_t bt_k_gap_fwd(cudaStream_t s, int dt, const void *x, void *y, int n, size_t hw, int c)
 {
 	size_t total = (size_t)n * c;
 	if (total)
-		k_gap_fwd<<<grid_for(total), THREADS, 0, s>>>(x, y, n, hw, c);
+		DISPATCH(dt, T, k_gap_fwd<T><<<grid_for(total), THREADS, 0, s>>>((const T *)x, (T *)y, n, hw, c));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_gap_bwd(cudaStream_t s, const float *dy, float *dx, int n, size_t hw, int c)
+cudaError_t bt_k_gap_bwd(cudaStream_t s, int dt, const void *dy, void *dx, int n, size_t hw, int c)
 {
 	size_t total = (size_t)n * hw * c;
 	if (total)
-		k_gap_bwd<<<grid_for(total), THREADS, 0, s>>>(dy, dx, hw, c, total);
+		DISPATCH(dt, T, k_gap_bwd<T><<<grid_for(total), THREADS, 0, s>>>((const T *)dy, (T *)dx, hw, c, total));
 	return cudaGetLastError();
 }
 
-/* fwd: to (P, co) channels [off, off + cj) = from (P, cj); bwd: the reverse. */
-__global__ void k_concat(const float *from, float *to, size_t pixels, int cj, int co, int off, int fwd)
+/* fwd: to (P, co) channels [off, off + cj) = from (P, cj); bwd: the reverse. A copy of
+ * elements, exact in every type. */
+template <typename T>
+__global__ void k_concat(const T *from, T *to, size_t pixels, int cj, int co, int off, int fwd)
 {
 	GRID_STRIDE(i, pixels * cj) {
 		size_t p = i / cj, j = i % cj;
@@ -144,29 +191,30 @@ __global__ void k_concat(const float *from, float *to, size_t pixels, int cj, in
 	}
 }
 
-cudaError_t bt_k_concat(cudaStream_t s, const float *from, float *to, size_t pixels, int cj, int co,
-			int off, int fwd)
+cudaError_t bt_k_concat(cudaStream_t s, int dt, const void *from, void *to, size_t pixels, int cj,
+			int co, int off, int fwd)
 {
 	size_t total = pixels * cj;
 	if (total)
-		k_concat<<<grid_for(total), THREADS, 0, s>>>(from, to, pixels, cj, co, off, fwd);
+		DISPATCH(dt, T, k_concat<T><<<grid_for(total), THREADS, 0, s>>>((const T *)from, (T *)to, pixels,
+										cj, co, off, fwd));
 	return cudaGetLastError();
 }
 
 /* ---- dropout, bn_fold ------------------------------------------------------------------- */
 
-__global__ void k_dropout(const float *x, float *y, float *mask, size_t n, float p, float keep,
-			  uint64_t s)
+template <typename T>
+__global__ void k_dropout(const T *x, T *y, T *mask, size_t n, float p, float keep, uint64_t s)
 {
 	GRID_STRIDE(k, n) {
 		double u = (double)(bt_mix64(s + k) >> 11) * 0x1.0p-53;
 		float m = u < (double)p ? 0.0f : keep;
-		mask[k] = m;
-		y[k] = x[k] * m;
+		st(mask + k, m);
+		st(y + k, ld(x + k) * m);
 	}
 }
 
-cudaError_t bt_k_dropout(cudaStream_t s, const float *x, float *y, float *mask, size_t n, float p,
+cudaError_t bt_k_dropout(cudaStream_t s, int dt, const void *x, void *y, void *mask, size_t n, float p,
 			 uint64_t seed)
 {
 	/* The CPU backend's derivation (lib/cpu_backend.c, c_dropout_fwd), computed on the
@@ -174,7 +222,8 @@ cudaError_t bt_k_dropout(cudaStream_t s, const float *x, float *y, float *mask, 
 	float keep = 1.0f / (1.0f - p);
 	uint64_t h = bt_mix64(seed ^ UINT64_C(0x5851f42d4c957f2d));
 	if (n)
-		k_dropout<<<grid_for(n), THREADS, 0, s>>>(x, y, mask, n, p, keep, h);
+		DISPATCH(dt, T, k_dropout<T><<<grid_for(n), THREADS, 0, s>>>((const T *)x, (T *)y, (T *)mask, n,
+									    p, keep, h));
 	return cudaGetLastError();
 }
 
@@ -225,7 +274,8 @@ cudaError_t bt_k_bn_running_one(cudaStream_t s, float *running_mean, float *runn
  * keeps the first largest in (kh, kw) order; average divides by the real pixels of the
  * window, or with count_pad by kh * kw, also where a ceil-mode window runs past the right
  * padding. */
-__global__ void k_pool_fwd(struct bt_pool_desc d, const float *x, float *y, int32_t *ws, size_t total)
+template <typename T>
+__global__ void k_pool_fwd(struct bt_pool_desc d, const T *x, T *y, int32_t *ws, size_t total)
 {
 	GRID_STRIDE(i, total) {
 		int c = (int)(i % d.c);
@@ -234,7 +284,7 @@ __global__ void k_pool_fwd(struct bt_pool_desc d, const float *x, float *y, int3
 		size_t n = r / ((size_t)d.ow * d.oh);
 		int hs = oh * d.sh - d.ph, wst = ow * d.sw - d.pw, idx = -1, cnt = 0;
 		float best = -INFINITY, sum = 0.0f;
-		const float *xn = x + n * d.h * d.w * d.c + c;
+		const T *xn = x + n * d.h * d.w * d.c + c;
 		for (int kh = 0; kh < d.kh; kh++) {
 			int ih = hs + kh;
 			if (ih < 0 || ih >= d.h)
@@ -243,7 +293,7 @@ __global__ void k_pool_fwd(struct bt_pool_desc d, const float *x, float *y, int3
 				int iw = wst + kw;
 				if (iw < 0 || iw >= d.w)
 					continue;
-				float v = xn[((size_t)ih * d.w + iw) * d.c];
+				float v = ld(xn + ((size_t)ih * d.w + iw) * d.c);
 				if (idx < 0 || v > best) {
 					best = v;
 					idx = ih * d.w + iw;
@@ -253,16 +303,17 @@ __global__ void k_pool_fwd(struct bt_pool_desc d, const float *x, float *y, int3
 			}
 		}
 		if (d.max) {
-			y[i] = best;
+			st(y + i, best);
 			ws[i] = idx;
 		} else {
-			y[i] = sum / (float)(d.count_pad ? d.kh * d.kw : cnt);
+			st(y + i, sum / (float)(d.count_pad ? d.kh * d.kw : cnt));
 		}
 	}
 }
 
 /* One thread per input element, summing over the windows that cover it in (oh, ow) order. */
-__global__ void k_pool_bwd(struct bt_pool_desc d, const float *dy, const int32_t *ws, float *dx, size_t total)
+template <typename T>
+__global__ void k_pool_bwd(struct bt_pool_desc d, const T *dy, const int32_t *ws, T *dx, size_t total)
 {
 	GRID_STRIDE(i, total) {
 		int c = (int)(i % d.c);
@@ -282,7 +333,7 @@ __global__ void k_pool_bwd(struct bt_pool_desc d, const float *dy, const int32_t
 				size_t o = ((n * d.oh + oh) * d.ow + ow) * d.c + c;
 				if (d.max) {
 					if (ws[o] == self)
-						g += dy[o];
+						g += ld(dy + o);
 				} else {
 					int hs = oh * d.sh - d.ph, wst = ow * d.sw - d.pw, cnt;
 					if (d.count_pad) {
@@ -292,11 +343,11 @@ __global__ void k_pool_bwd(struct bt_pool_desc d, const float *dy, const int32_t
 						int w0 = wst > 0 ? wst : 0, w1 = wst + d.kw < d.w ? wst + d.kw : d.w;
 						cnt = (h1 - h0) * (w1 - w0);
 					}
-					g += dy[o] / (float)cnt;
+					g += ld(dy + o) / (float)cnt;
 				}
 			}
 		}
-		dx[i] = g;
+		st(dx + i, g);
 	}
 }
 
@@ -305,45 +356,48 @@ size_t bt_k_pool_ws_bytes(const struct bt_pool_desc *d)
 	return d->max ? (size_t)d->n * d->oh * d->ow * d->c * sizeof(int32_t) : 0;
 }
 
-cudaError_t bt_k_pool_fwd(cudaStream_t s, const struct bt_pool_desc *d, const float *x, float *y,
+cudaError_t bt_k_pool_fwd(cudaStream_t s, const struct bt_pool_desc *d, const void *x, void *y,
 			  int32_t *ws)
 {
 	size_t total = (size_t)d->n * d->oh * d->ow * d->c;
 	if (total)
-		k_pool_fwd<<<grid_for(total), THREADS, 0, s>>>(*d, x, y, ws, total);
+		DISPATCH(d->dtype, T, k_pool_fwd<T><<<grid_for(total), THREADS, 0, s>>>(*d, (const T *)x, (T *)y,
+										       ws, total));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_pool_bwd(cudaStream_t s, const struct bt_pool_desc *d, const float *dy,
-			  const int32_t *ws, float *dx)
+cudaError_t bt_k_pool_bwd(cudaStream_t s, const struct bt_pool_desc *d, const void *dy,
+			  const int32_t *ws, void *dx)
 {
 	size_t total = (size_t)d->n * d->h * d->w * d->c;
 	if (total)
-		k_pool_bwd<<<grid_for(total), THREADS, 0, s>>>(*d, dy, ws, dx, total);
+		DISPATCH(d->dtype, T, k_pool_bwd<T><<<grid_for(total), THREADS, 0, s>>>(*d, (const T *)dy, ws,
+										       (T *)dx, total));
 	return cudaGetLastError();
 }
 
 /* ---- bias terms ------------------------------------------------------------------------- */
 
-__global__ void k_bias(float *y, const float *b, size_t total, int C, int add)
+template <typename T>
+__global__ void k_bias(T *y, const float *b, size_t total, int C, int add)
 {
 	GRID_STRIDE(i, total) {
 		float v = b[i % C];
-		y[i] = add ? y[i] + v : v;
+		st(y + i, add ? ld(y + i) + v : v);
 	}
 }
 
-cudaError_t bt_k_bias_add(cudaStream_t s, float *y, const float *b, size_t P, int C)
+cudaError_t bt_k_bias_add(cudaStream_t s, int dt, void *y, const float *b, size_t P, int C)
 {
 	if (P && C)
-		k_bias<<<grid_for(P * C), THREADS, 0, s>>>(y, b, P * C, C, 1);
+		DISPATCH(dt, T, k_bias<T><<<grid_for(P * C), THREADS, 0, s>>>((T *)y, b, P * C, C, 1));
 	return cudaGetLastError();
 }
 
-cudaError_t bt_k_bias_set(cudaStream_t s, float *y, const float *b, size_t P, int C)
+cudaError_t bt_k_bias_set(cudaStream_t s, int dt, void *y, const float *b, size_t P, int C)
 {
 	if (P && C)
-		k_bias<<<grid_for(P * C), THREADS, 0, s>>>(y, b, P * C, C, 0);
+		DISPATCH(dt, T, k_bias<T><<<grid_for(P * C), THREADS, 0, s>>>((T *)y, b, P * C, C, 0));
 	return cudaGetLastError();
 }
 
@@ -363,7 +417,8 @@ size_t bt_k_colsum_tmp_bytes(size_t P, int C)
 	return colsum_chunks(P) * (size_t)C * sizeof(float);
 }
 
-__global__ void k_colsum_part(const float *dy, size_t P, int C, size_t rows, float *tmp)
+template <typename T>
+__global__ void k_colsum_part(const T *dy, size_t P, int C, size_t rows, float *tmp)
 {
 	__shared__ float sh[CS_Y][CS_X];
 	int o = blockIdx.x * CS_X + threadIdx.x;
@@ -371,7 +426,7 @@ __global__ void k_colsum_part(const float *dy, size_t P, int C, size_t rows, flo
 	float acc = 0.0f;
 	if (o < C)
 		for (size_t p = lo + threadIdx.y; p < hi; p += CS_Y)
-			acc += dy[p * C + o];
+			acc += ld(dy + p * C + o);
 	sh[threadIdx.y][threadIdx.x] = acc;
 	__syncthreads();
 	if (threadIdx.y == 0 && o < C) {
@@ -391,14 +446,14 @@ __global__ void k_colsum_final(float *db, const float *tmp, size_t R, int C)
 	}
 }
 
-cudaError_t bt_k_colsum_add(cudaStream_t s, float *db, const float *dy, size_t P, int C, float *tmp)
+cudaError_t bt_k_colsum_add(cudaStream_t s, int dt, float *db, const void *dy, size_t P, int C, float *tmp)
 {
 	size_t R = colsum_chunks(P), rows = (P + R - 1) / R;
 	dim3 grid((C + CS_X - 1) / CS_X, (unsigned)R), block(CS_X, CS_Y);
 	cudaError_t e;
 	if (!P || !C)
 		return cudaGetLastError();
-	k_colsum_part<<<grid, block, 0, s>>>(dy, P, C, rows, tmp);
+	DISPATCH(dt, T, k_colsum_part<T><<<grid, block, 0, s>>>((const T *)dy, P, C, rows, tmp));
 	if ((e = cudaGetLastError()) != cudaSuccess)
 		return e;
 	k_colsum_final<<<grid_for((size_t)C), THREADS, 0, s>>>(db, tmp, R, C);
@@ -492,9 +547,9 @@ cudaError_t bt_k_softmax_ce(cudaStream_t s, const float *z, const int32_t *label
 /* ---- SGD -------------------------------------------------------------------------------- */
 
 /* The CPU's update with every product and sum rounded separately, in its order:
- * g = dw + decay w; v = momentum v + g; w = w - lr (g + momentum v). */
+ * g = dw gscale + decay w; v = momentum v + g; w = w - lr (g + momentum v). */
 __global__ void k_sgd(float *w, const float *dw, float *v, const struct bt_cuda_range *r, int nr,
-		      size_t total, float lr, float momentum, float wd)
+		      size_t total, float lr, float momentum, float wd, float gscale)
 {
 	GRID_STRIDE(t, total) {
 		int lo = 0, hi = nr - 1;
@@ -507,7 +562,7 @@ __global__ void k_sgd(float *w, const float *dw, float *v, const struct bt_cuda_
 		}
 		size_t k = r[lo].offset + (t - r[lo].start);
 		float decay = r[lo].decay ? wd : 0.0f;
-		float g = __fadd_rn(dw[k], __fmul_rn(decay, w[k]));
+		float g = __fadd_rn(__fmul_rn(dw[k], gscale), __fmul_rn(decay, w[k]));
 		float vk = __fadd_rn(__fmul_rn(momentum, v[k]), g);
 		v[k] = vk;
 		w[k] = __fsub_rn(w[k], __fmul_rn(lr, __fadd_rn(g, __fmul_rn(momentum, vk))));
@@ -516,9 +571,243 @@ __global__ void k_sgd(float *w, const float *dw, float *v, const struct bt_cuda_
 
 cudaError_t bt_k_sgd(cudaStream_t s, float *w, const float *dw, float *v,
 		     const struct bt_cuda_range *ranges, int nranges, size_t total, float lr,
-		     float momentum, float wd)
+		     float momentum, float wd, float gscale)
 {
 	if (total && nranges > 0)
-		k_sgd<<<grid_for(total), THREADS, 0, s>>>(w, dw, v, ranges, nranges, total, lr, momentum, wd);
+		k_sgd<<<grid_for(total), THREADS, 0, s>>>(w, dw, v, ranges, nranges, total, lr, momentum, wd,
+							  gscale);
+	return cudaGetLastError();
+}
+
+/* ---- mixed precision: casts, the overflow check ----------------------------------------- */
+
+template <typename TI, typename TO>
+__global__ void k_cast(const TI *x, TO *y, size_t n, float scale)
+{
+	GRID_STRIDE(i, n) {
+		float v = ld(x + i);
+		st(y + i, scale == 1.0f ? v : __fmul_rn(v, scale));
+	}
+}
+
+cudaError_t bt_k_cast(cudaStream_t s, const void *x, int xt, void *y, int yt, size_t n, float scale)
+{
+	if (n)
+		DISPATCH(xt, TI, DISPATCH(yt, TO, k_cast<TI, TO><<<grid_for(n), THREADS, 0, s>>>(
+					     (const TI *)x, (TO *)y, n, scale)));
+	return cudaGetLastError();
+}
+
+/* Each block asks whether any of its threads saw a value that is not finite. */
+__global__ void k_nonfinite(const float *x, size_t n, int *flag)
+{
+	int bad = 0;
+	GRID_STRIDE(i, n) bad |= !isfinite(x[i]);
+	if (__syncthreads_or(bad) && threadIdx.x == 0)
+		*flag = 1;
+}
+
+cudaError_t bt_k_nonfinite(cudaStream_t s, const float *x, size_t n, int *flag)
+{
+	if (n)
+		k_nonfinite<<<grid_for(n), THREADS, 0, s>>>(x, n, flag);
+	return cudaGetLastError();
+}
+
+template <typename T>
+__global__ void k_add_to_f32(float *dw, const T *w, size_t n)
+{
+	GRID_STRIDE(i, n) dw[i] = __fadd_rn(dw[i], ld(w + i));
+}
+
+cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, size_t n)
+{
+	if (n)
+		DISPATCH(dt, T, k_add_to_f32<T><<<grid_for(n), THREADS, 0, s>>>(dw, (const T *)w, n));
+	return cudaGetLastError();
+}
+
+/* ---- batch norm for the types cuDNN's does not take ------------------------------------- */
+
+/* Per-channel sums over the P = N H W rows of a (P, C) tensor, laid out as the column sums
+ * above: R chunks of rows, each reduced by a block of CS_X channels x CS_Y row lanes into
+ * float32 partials, which one thread per channel then adds in order, in double. MODE 0
+ * sums x; 1 sums (x - mean)^2; 2 sums dy into tmp and dy (x - mean) into tmp + R C. */
+template <typename T, int MODE>
+__global__ void k_bn_part(const T *x, const T *dy, const float *mean, size_t P, int C, size_t rows,
+			  size_t R, float *tmp)
+{
+	__shared__ float sa[CS_Y][CS_X], sb[CS_Y][CS_X];
+	int o = blockIdx.x * CS_X + threadIdx.x;
+	size_t lo = (size_t)blockIdx.y * rows, hi = lo + rows < P ? lo + rows : P;
+	float a = 0.0f, b = 0.0f;
+	if (o < C) {
+		float mu = MODE ? mean[o] : 0.0f;
+		for (size_t p = lo + threadIdx.y; p < hi; p += CS_Y) {
+			float v = ld(x + p * C + o);
+			if (MODE == 0) {
+				a += v;
+			} else if (MODE == 1) {
+				a += (v - mu) * (v - mu);
+			} else {
+				float g = ld(dy + p * C + o);
+				a += g;
+				b += g * (v - mu);
+			}
+		}
+	}
+	sa[threadIdx.y][threadIdx.x] = a;
+	sb[threadIdx.y][threadIdx.x] = b;
+	__syncthreads();
+	if (threadIdx.y == 0 && o < C) {
+		for (int t = 1; t < CS_Y; t++) {
+			a += sa[t][threadIdx.x];
+			b += sb[t][threadIdx.x];
+		}
+		tmp[(size_t)blockIdx.y * C + o] = a;
+		if (MODE == 2)
+			tmp[(R + blockIdx.y) * C + o] = b;
+	}
+}
+
+__device__ static double bn_total(const float *tmp, size_t R, int C, int o)
+{
+	double acc = 0.0;
+	for (size_t r = 0; r < R; r++)
+		acc += tmp[r * C + o];
+	return acc;
+}
+
+__global__ void k_bn_mean(const float *tmp, size_t R, int C, size_t P, float *mean)
+{
+	GRID_STRIDE(o, (size_t)C) mean[o] = (float)(bn_total(tmp, R, C, (int)o) / (double)P);
+}
+
+/* The biased variance gives save_invstd; the running variance takes the unbiased one, and
+ * over one value per channel the factor 1 and a variance of 0, as the CPU (cpu.c). */
+__global__ void k_bn_var(const float *tmp, size_t R, int C, size_t P, const float *mean, float eps,
+			 float mom, float *invstd, float *rm, float *rv)
+{
+	GRID_STRIDE(o, (size_t)C) {
+		float var = (float)(bn_total(tmp, R, C, (int)o) / (double)P);
+		float unbias = P > 1 ? (float)((double)P / (double)(P - 1)) : 1.0f;
+		invstd[o] = 1.0f / sqrtf(var + eps);
+		rm[o] = (1 - mom) * rm[o] + mom * mean[o];
+		rv[o] = (1 - mom) * rv[o] + mom * var * unbias;
+	}
+}
+
+template <typename T>
+__global__ void k_bn_apply(const T *x, T *y, const float *mean, const float *invstd, const float *gamma,
+			   const float *beta, size_t total, int C)
+{
+	GRID_STRIDE(i, total) {
+		int c = (int)(i % C);
+		st(y + i, (ld(x + i) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+	}
+}
+
+template <typename T>
+__global__ void k_bn_infer(const T *x, T *y, const float *gamma, const float *beta, const float *rm,
+			   const float *rv, float eps, size_t total, int C)
+{
+	GRID_STRIDE(i, total) {
+		int c = (int)(i % C);
+		st(y + i, (ld(x + i) - rm[c]) / sqrtf(rv[c] + eps) * gamma[c] + beta[c]);
+	}
+}
+
+/* dbeta += sum dy; dgamma += invstd sum dy (x - mean); coef holds sum dy / P and
+ * invstd^2 sum dy (x - mean) / P for dx. */
+__global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, const float *invstd,
+			       float *dgamma, float *dbeta, float *coef)
+{
+	GRID_STRIDE(o, (size_t)C) {
+		double sdy = bn_total(tmp, R, C, (int)o), sdx = bn_total(tmp + R * C, R, C, (int)o);
+		double is = invstd[o];
+		dbeta[o] += (float)sdy;
+		dgamma[o] += (float)(sdx * is);
+		coef[o] = (float)(sdy / (double)P);
+		coef[C + o] = (float)(sdx * is * is / (double)P);
+	}
+}
+
+/* dx = gamma invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))). */
+template <typename T>
+__global__ void k_bn_bwd_apply(const T *x, const T *dy, T *dx, const float *mean, const float *invstd,
+			       const float *gamma, const float *coef, size_t total, int C)
+{
+	GRID_STRIDE(i, total) {
+		int c = (int)(i % C);
+		float xm = ld(x + i) - mean[c];
+		st(dx + i, gamma[c] * invstd[c] * (ld(dy + i) - coef[c] - xm * coef[C + c]));
+	}
+}
+
+size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d)
+{
+	size_t P = (size_t)d->n * d->h * d->w;
+	return (2 * colsum_chunks(P) * (size_t)d->c + 2 * (size_t)d->c) * sizeof(float);
+}
+
+cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
+			      const float *gamma, const float *beta, float *running_mean,
+			      float *running_var, float *save_mean, float *save_invstd, void *y, void *ws)
+{
+	size_t P = (size_t)d->n * d->h * d->w, R = colsum_chunks(P), rows = (P + R - 1) / R;
+	int C = d->c;
+	dim3 grid((C + CS_X - 1) / CS_X, (unsigned)R), block(CS_X, CS_Y);
+	float *tmp = (float *)ws;
+	cudaError_t e;
+	if (!P || !C)
+		return cudaGetLastError();
+	DISPATCH(d->dtype, T,
+		 k_bn_part<T, 0><<<grid, block, 0, s>>>((const T *)x, NULL, NULL, P, C, rows, R, tmp);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_mean<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_mean);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_part<T, 1><<<grid, block, 0, s>>>((const T *)x, NULL, save_mean, P, C, rows, R, tmp);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_var<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_mean, d->eps, d->momentum,
+								  save_invstd, running_mean, running_var);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_apply<T><<<grid_for(P * C), THREADS, 0, s>>>((const T *)x, (T *)y, save_mean, save_invstd,
+								  gamma, beta, P * C, C));
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_bn_fwd_infer(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
+			      const float *gamma, const float *beta, const float *running_mean,
+			      const float *running_var, void *y)
+{
+	size_t total = (size_t)d->n * d->h * d->w * d->c;
+	if (total)
+		DISPATCH(d->dtype, T, k_bn_infer<T><<<grid_for(total), THREADS, 0, s>>>(
+					      (const T *)x, (T *)y, gamma, beta, running_mean, running_var,
+					      d->eps, total, d->c));
+	return cudaGetLastError();
+}
+
+cudaError_t bt_k_bn_bwd(cudaStream_t s, const struct bt_bn_desc *d, const void *x, const void *dy,
+			const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
+			float *dgamma, float *dbeta, void *ws)
+{
+	size_t P = (size_t)d->n * d->h * d->w, R = colsum_chunks(P), rows = (P + R - 1) / R;
+	int C = d->c;
+	dim3 grid((C + CS_X - 1) / CS_X, (unsigned)R), block(CS_X, CS_Y);
+	float *tmp = (float *)ws, *coef = tmp + 2 * R * C;
+	cudaError_t e;
+	if (!P || !C)
+		return cudaGetLastError();
+	DISPATCH(d->dtype, T,
+		 k_bn_part<T, 2><<<grid, block, 0, s>>>((const T *)x, (const T *)dy, save_mean, P, C, rows, R,
+							 tmp);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_bwd_final<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_invstd, dgamma, dbeta,
+									coef);
+		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
+		 k_bn_bwd_apply<T><<<grid_for(P * C), THREADS, 0, s>>>((const T *)x, (const T *)dy, (T *)dx,
+								      save_mean, save_invstd, gamma, coef,
+								      P * C, C));
 	return cudaGetLastError();
 }

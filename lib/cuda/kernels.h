@@ -1,11 +1,16 @@
 /* kernels.h: bt's own CUDA kernels, the parts of the CUDA backend (backend.cu) that are not
  * cuDNN or cuBLAS: elementwise ops, pooling, global average pooling, concatenation, dropout,
- * batch-norm folding, the loss, SGD, and the bias terms of convolution and fc. Each launcher
- * enqueues its kernels on stream s and returns what cudaGetLastError says about the launch;
- * errors of the execution itself surface at the next synchronisation. Semantics are those
- * of the CPU backend (lib/cpu_backend.c, lib/cpu.c), bit for bit where the CPU's float
- * order allows it: the elementwise ops, global average pooling, dropout, bn_fold and SGD
- * round exactly as the CPU does (no contracted multiply-adds).
+ * batch-norm folding, the loss, SGD, the bias terms of convolution and fc, and for mixed
+ * precision the casts, the overflow check and bfloat16's batch norm. Each launcher enqueues
+ * its kernels on stream s and returns what cudaGetLastError says about the launch; errors
+ * of the execution itself surface at the next synchronisation. Semantics are those of the
+ * CPU backend (lib/cpu_backend.c, lib/cpu.c), bit for bit where the CPU's float order
+ * allows it: the elementwise ops, global average pooling, dropout, bn_fold and SGD round
+ * exactly as the CPU does (no contracted multiply-adds).
+ *
+ * Launchers that take `int dt` (enum bt_dtype, mixed.h) run on tensors of that type:
+ * float32, float16 or bfloat16, loaded into float32, computed there and rounded once to
+ * nearest even when stored. An unknown dt is cudaErrorInvalidValue.
  */
 #ifndef BT_CUDA_KERNELS_H
 #define BT_CUDA_KERNELS_H
@@ -16,6 +21,7 @@
 
 extern "C" {
 #include "../cpu.h"
+#include "../mixed.h"
 }
 
 /* An SGD range as the kernel reads it: start is the range's first index in the
@@ -25,16 +31,16 @@ struct bt_cuda_range {
 	int decay;
 };
 
-cudaError_t bt_k_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n);
-cudaError_t bt_k_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n);
-cudaError_t bt_k_add(cudaStream_t s, const float *a, const float *b, float *y, size_t n);
-cudaError_t bt_k_accumulate(cudaStream_t s, float *y, const float *x, size_t n);
-cudaError_t bt_k_mul(cudaStream_t s, const float *a, const float *b, float *y, size_t n);
-cudaError_t bt_k_gap_fwd(cudaStream_t s, const float *x, float *y, int n, size_t hw, int c);
-cudaError_t bt_k_gap_bwd(cudaStream_t s, const float *dy, float *dx, int n, size_t hw, int c);
-cudaError_t bt_k_concat(cudaStream_t s, const float *from, float *to, size_t pixels, int cj, int co,
-			int off, int fwd);
-cudaError_t bt_k_dropout(cudaStream_t s, const float *x, float *y, float *mask, size_t n, float p,
+cudaError_t bt_k_relu_fwd(cudaStream_t s, int dt, const void *x, void *y, size_t n);
+cudaError_t bt_k_relu_bwd(cudaStream_t s, int dt, const void *y, const void *dy, void *dx, size_t n);
+cudaError_t bt_k_add(cudaStream_t s, int dt, const void *a, const void *b, void *y, size_t n);
+cudaError_t bt_k_accumulate(cudaStream_t s, int dt, void *y, const void *x, size_t n);
+cudaError_t bt_k_mul(cudaStream_t s, int dt, const void *a, const void *b, void *y, size_t n);
+cudaError_t bt_k_gap_fwd(cudaStream_t s, int dt, const void *x, void *y, int n, size_t hw, int c);
+cudaError_t bt_k_gap_bwd(cudaStream_t s, int dt, const void *dy, void *dx, int n, size_t hw, int c);
+cudaError_t bt_k_concat(cudaStream_t s, int dt, const void *from, void *to, size_t pixels, int cj,
+			int co, int off, int fwd);
+cudaError_t bt_k_dropout(cudaStream_t s, int dt, const void *x, void *y, void *mask, size_t n, float p,
 			 uint64_t seed);
 cudaError_t bt_k_bn_fold(cudaStream_t s, const float *w, const float *bias, const float *gamma,
 			 const float *beta, const float *mean, const float *var, float eps, int cout,
@@ -45,28 +51,58 @@ cudaError_t bt_k_bn_fold(cudaStream_t s, const float *w, const float *bias, cons
 cudaError_t bt_k_bn_running_one(cudaStream_t s, float *running_mean, float *running_var,
 				const float *mean, int c, float momentum);
 
-/* Pooling, NHWC. ws (max only): int32 per output element, the winner's h * W + w. */
+/* Pooling, NHWC, of d->dtype. ws (max only): int32 per output element, the winner's
+ * h * W + w. */
 size_t bt_k_pool_ws_bytes(const struct bt_pool_desc *d);
-cudaError_t bt_k_pool_fwd(cudaStream_t s, const struct bt_pool_desc *d, const float *x, float *y,
+cudaError_t bt_k_pool_fwd(cudaStream_t s, const struct bt_pool_desc *d, const void *x, void *y,
 			  int32_t *ws);
-cudaError_t bt_k_pool_bwd(cudaStream_t s, const struct bt_pool_desc *d, const float *dy,
-			  const int32_t *ws, float *dx);
+cudaError_t bt_k_pool_bwd(cudaStream_t s, const struct bt_pool_desc *d, const void *dy,
+			  const int32_t *ws, void *dx);
 
-/* y (P, C) += b (C) for each of the P rows; rows (P, C) = b. */
-cudaError_t bt_k_bias_add(cudaStream_t s, float *y, const float *b, size_t P, int C);
-cudaError_t bt_k_bias_set(cudaStream_t s, float *y, const float *b, size_t P, int C);
-/* db (C) += the column sums of dy (P, C), in a fixed order (deterministic); tmp holds
- * bt_k_colsum_tmp_bytes(P, C) bytes of device memory. */
+/* y (P, C) of dt += b (C, float32) for each of the P rows; rows (P, C) = b. */
+cudaError_t bt_k_bias_add(cudaStream_t s, int dt, void *y, const float *b, size_t P, int C);
+cudaError_t bt_k_bias_set(cudaStream_t s, int dt, void *y, const float *b, size_t P, int C);
+/* db (C, float32) += the column sums of dy (P, C) of dt, in a fixed order (deterministic);
+ * tmp holds bt_k_colsum_tmp_bytes(P, C) bytes of device memory. */
 size_t bt_k_colsum_tmp_bytes(size_t P, int C);
-cudaError_t bt_k_colsum_add(cudaStream_t s, float *db, const float *dy, size_t P, int C, float *tmp);
+cudaError_t bt_k_colsum_add(cudaStream_t s, int dt, float *db, const void *dy, size_t P, int C, float *tmp);
 
 /* Softmax cross-entropy, one block per image: dz as the CPU computes it, row_loss[m] the
  * image's loss, row_bad[m] 1 when its label is outside [0, K) (then the row is skipped). */
 cudaError_t bt_k_softmax_ce(cudaStream_t s, const float *z, const int32_t *labels, const float *soft,
 			    int n, int K, float eps, float T, float *dz, double *row_loss, int *row_bad);
 
+/* The CPU's update, dw taken times gscale (1: exactly dw). */
 cudaError_t bt_k_sgd(cudaStream_t s, float *w, const float *dw, float *v,
 		     const struct bt_cuda_range *ranges, int nranges, size_t total, float lr,
-		     float momentum, float wd);
+		     float momentum, float wd, float gscale);
+
+/* ---- mixed precision -------------------------------------------------------------------- */
+
+/* y (yt) = scale * x (xt), the product in float32 (skipped when scale is 1), rounded to
+ * nearest even by the hardware conversions (__float2half_rn, __float2bfloat16_rn): the
+ * reference conversions' results for every value but a NaN, whose payload the hardware
+ * does not keep (it is a NaN all the same). */
+cudaError_t bt_k_cast(cudaStream_t s, const void *x, int xt, void *y, int yt, size_t n, float scale);
+/* *flag (device memory, zeroed by the caller) = 1 when one of the n floats is not finite;
+ * one pass, no atomics (every writer writes 1). */
+cudaError_t bt_k_nonfinite(cudaStream_t s, const float *x, size_t n, int *flag);
+/* dw (n, float32) += w (n, dt): a parameter gradient that cuDNN computed in the half type. */
+cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, size_t n);
+
+/* Batch norm of cpu.h's semantics on (N,H,W,C) tensors of d->dtype with float32
+ * parameters and statistics, for the types cuDNN's batch norm does not take (bfloat16):
+ * per-channel sums in a fixed order (deterministic) of float32 partial sums over chunks of
+ * rows, added in double. ws: bt_k_bn_ws_bytes(d) bytes of device memory. */
+size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d);
+cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
+			      const float *gamma, const float *beta, float *running_mean,
+			      float *running_var, float *save_mean, float *save_invstd, void *y, void *ws);
+cudaError_t bt_k_bn_fwd_infer(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
+			      const float *gamma, const float *beta, const float *running_mean,
+			      const float *running_var, void *y);
+cudaError_t bt_k_bn_bwd(cudaStream_t s, const struct bt_bn_desc *d, const void *x, const void *dy,
+			const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
+			float *dgamma, float *dbeta, void *ws);
 
 #endif

@@ -11,7 +11,10 @@ load helper
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"oneDNN v"* ]]
 	[[ "$output" == *"model       cifar_resnet20_v1"* ]]
+	[[ "$output" == *"dtype       float32"* ]]
 	[[ "$output" == *"inference   "*" images/s"* ]]
+	# the CPU backend has no device memory to report, nor a loss scale in float32
+	[[ "$output" != *"peak device memory"* && "$output" != *"loss scale"* ]]
 	[[ "${lines[-1]}" =~ ^[0-9]+\.[0-9]$ ]]
 	run bt-train --benchmark --model mobilenet0.25 --input-size 64 --batch-size 2 --steps 1 \
 		--warmup 0 --no-inference --classes 7
@@ -91,6 +94,9 @@ for i in range(struct.unpack_from("<I", d, 24)[0]):
 	# every line is JSON with the fields the manual lists
 	run metric run/metrics.jsonl log images_per_s
 	[ "$status" -eq 0 ] && [ "${#lines[@]}" -eq 12 ]
+	# float32: no loss scaling, nothing skipped, in log and epoch lines and the checkpoint
+	[ "$(metric run/metrics.jsonl log loss_scale | sort -u)" = 1 ]
+	[ "$(metric run/metrics.jsonl epoch skipped_steps | sort -u)" = 0 ]
 	# the checkpoint is self-describing and complete
 	run $BTCDUMP run/last.btc
 	[ "$status" -eq 0 ]
@@ -98,6 +104,8 @@ for i in range(struct.unpack_from("<I", d, 24)[0]):
 	[[ "$output" == *"  in_channels=1"* ]]
 	[[ "$output" == *"  complete=1"* ]]
 	[[ "$output" == *"  iteration=60"* ]]
+	[[ "$output" == *"  loss_scale=1"* ]]
+	[[ "$output" == *"  skipped_steps=0"* ]]
 	[[ "$output" == *"tensor momentum/fc.weight float32 10x64"* ]]
 	[[ "$output" == *"  Ankle boot"* ]]
 	# a complete run has nothing left to do
@@ -264,8 +272,16 @@ print("ok")'
 	[ "$status" -eq 2 ]
 	run bt-train --model cifar_resnet20_v1 -o r
 	[ "$status" -eq 2 ]
+	# mixed precision is for CUDA devices; an unknown type is a usage error too
 	run bt-train $RECIPE -o r --dtype float16
-	[ "$status" -eq 2 ] && [[ "$output" == *"not implemented"* ]]
+	[ "$status" -eq 2 ] && [[ "$output" == *"--dtype float16 needs --device cuda"* ]]
+	run bt-train $RECIPE -o r --dtype bfloat16 --device cpu
+	[ "$status" -eq 2 ] && [[ "$output" == *"--dtype bfloat16 needs --device cuda"* ]]
+	run bt-train $RECIPE -o r --dtype float64 --device cuda
+	[ "$status" -eq 2 ] && [[ "$output" == *"float32, float16 or bfloat16, not 'float64'"* ]]
+	run bt-train --benchmark --model cifar_resnet20_v1 --dtype float16
+	[ "$status" -eq 2 ] && [[ "$output" == *"--dtype float16 needs --device cuda"* ]]
+	[ ! -e r ]
 	run bt-train $RECIPE -o r --device gpu
 	[ "$status" -eq 2 ] && [[ "$output" == *"cpu, cuda or cuda:N"* ]]
 	run bt-train $RECIPE -o r --device cuda:x
@@ -273,6 +289,8 @@ print("ok")'
 	if ! bt-info --devices | grep -q '^cuda:0 '; then
 		# No device here: a runtime failure that names it, not a usage error.
 		run bt-train $RECIPE -o rc --device cuda:0
+		[ "$status" -eq 1 ] && [[ "$output" == *"cuda:0: "* ]]
+		run bt-train $RECIPE -o rc16 --device cuda:0 --dtype float16
 		[ "$status" -eq 1 ] && [[ "$output" == *"cuda:0: "* ]]
 	fi
 	run bt-train $RECIPE -o r --lr-mode exp

@@ -3,8 +3,9 @@
 # needs here first). It unpacks the tools and their libraries, points the loader at the
 # cuDNN and cuBLAS of python3's nvidia pip packages, prints what it found, lists the
 # devices with bt-info, runs the CUDA backend's parity test (tests/gpu/test_cuda, log in
-# $OUT/test_cuda.log), the other GPU tests (tests/gpu/*.bats with bats if the machine has
-# it, the same checks in plain shell otherwise), and the PyTorch anchor
+# $OUT/test_cuda.log; float32 and mixed precision), the other GPU tests (tests/gpu/*.bats
+# with bats if the machine has it: devices, and bt-train's mixed precision; the devices
+# listing and the benchmark in every dtype in plain shell otherwise), and the PyTorch anchor
 # (tests/bench/gpu_torch_resnet50.py, bf16 and fp16, torch.compile if it fits; skipped with
 # BT_GPU_SKIP_TORCH=1), writing every log under $OUT. Meant to finish in under 9 minutes.
 #   device call: command "bash tests/gpu/run.sh", carry ["tests/gpu/carry.tar.xz"]
@@ -64,6 +65,16 @@ else
 	else
 		echo "not ok devices listing"; status=1
 	fi
+	for dt in float32 float16 bfloat16; do
+		if bt-train --benchmark --model resnet18_v1 --batch-size 32 --input-size 64 --steps 5 --warmup 2 \
+			--device cuda --dtype $dt > "$OUT/bench-$dt.txt" 2>&1 &&
+			grep -q "^dtype       $dt\$" "$OUT/bench-$dt.txt" &&
+			grep -Eq '^peak device memory [0-9]+ MB$' "$OUT/bench-$dt.txt"; then
+			echo "ok benchmark --dtype $dt"
+		else
+			echo "not ok benchmark --dtype $dt (log: $OUT/bench-$dt.txt)"; cat "$OUT/bench-$dt.txt"; status=1
+		fi
+	done
 fi
 
 if [ "${BT_GPU_SKIP_TORCH:-0}" = 1 ]; then

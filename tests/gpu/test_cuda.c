@@ -13,6 +13,17 @@
  * batch norms folded) within TOL_RUN, and 100 SGD steps of cifar_resnet20_v1 on 16x16 inputs
  * whose losses must fall on both backends and end within 2 % of each other.
  *
+ * Mixed precision: every op again in float16 and bfloat16 against the CPU's float32 on the
+ * same inputs (rounded to the half type first), within TOL_F16 (1e-2) and TOL_BF16 (3e-2),
+ * and exactly (the CPU's result rounded once) for the elementwise ops, max pooling and
+ * data movement; the cast kernel bit for bit against the CPU's reference conversions
+ * (edge values and random patterns); the overflow check; unscaling in SGD; the every-op
+ * network in both types within TOL_RUN_F16 (2e-2) and TOL_RUN_BF16 (8e-2), gradients
+ * divided by the loss scale; a float16 step forced to overflow by a loss scale of 2^24
+ * (skipped, parameters untouched, the scale halved until a step goes through); and 100
+ * steps of cifar_resnet20_v1 in each type ending within TOL_TRAIN (10 %) of the CPU's
+ * float32 losses. Also the backend's memory and sync slots and --profile's use of sync.
+ *
  * bt_backend_open's parsing is checked first, silently. Then, without a visible device or
  * in a build without the CUDA backend, the program prints one line "skip: ..." and exits 0.
  * Every comparison prints its error, so a GPU log shows the margins, not only a verdict.
@@ -22,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
 #include "backend.h"
 #include "bt.h"
 #include "device.h"
@@ -231,7 +243,7 @@ TEST(batchnorm)
 	};
 	for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
 		struct bt_bn_desc d = { cases[t].n, cases[t].h, cases[t].w, cases[t].c, cases[t].eps,
-					cases[t].momentum };
+					cases[t].momentum, BT_DTYPE_F32 };
 		size_t nx = (size_t)d.n * d.h * d.w * d.c;
 		struct pair x, y, g, b, rm, rv, sm, si, dy, dx, dg, db, yi;
 		char what[96], shape[48];
@@ -345,7 +357,7 @@ TEST(fc)
 		{ 256, 2048, 1000, 1, 1 },
 	};
 	for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
-		struct bt_fc_desc d = { cases[t].n, cases[t].cin, cases[t].cout, cases[t].bias };
+		struct bt_fc_desc d = { cases[t].n, cases[t].cin, cases[t].cout, cases[t].bias, BT_DTYPE_F32 };
 		struct pair x, w, b, y, dy, dx, dw, db;
 		char what[96], shape[64];
 		int ok = 1;
@@ -389,29 +401,29 @@ TEST(elementwise)
 		int ok = 1;
 		CHECK(pair_new(&a, n, 900 + t, -1, 1) && pair_new(&b, n, 910 + t, -1, 1) &&
 		      pair_new(&y, n, 920 + t, -1, 1) && pair_new(&z, n, 930 + t, -1, 1));
-		BOTH("relu", cpu.i->relu_fwd(cpu.ctx, a.h, y.h, n), gpu.i->relu_fwd(gpu.ctx, a.d, y.d, n));
+		BOTH("relu", cpu.i->relu_fwd(cpu.ctx, BT_DTYPE_F32, a.h, y.h, n), gpu.i->relu_fwd(gpu.ctx, BT_DTYPE_F32, a.d, y.d, n));
 		snprintf(what, sizeof what, "relu_fwd n=%zu", n);
 		ok &= near_pair(what, &y, TOL_ELEM);
-		BOTH("relu in place", cpu.i->relu_fwd(cpu.ctx, b.h, b.h, n), gpu.i->relu_fwd(gpu.ctx, b.d, b.d, n));
+		BOTH("relu in place", cpu.i->relu_fwd(cpu.ctx, BT_DTYPE_F32, b.h, b.h, n), gpu.i->relu_fwd(gpu.ctx, BT_DTYPE_F32, b.d, b.d, n));
 		snprintf(what, sizeof what, "relu_fwd in place n=%zu", n);
 		ok &= near_pair(what, &b, TOL_ELEM);
-		BOTH("relu_bwd", cpu.i->relu_bwd(cpu.ctx, b.h, a.h, z.h, n), gpu.i->relu_bwd(gpu.ctx, b.d, a.d, z.d, n));
+		BOTH("relu_bwd", cpu.i->relu_bwd(cpu.ctx, BT_DTYPE_F32, b.h, a.h, z.h, n), gpu.i->relu_bwd(gpu.ctx, BT_DTYPE_F32, b.d, a.d, z.d, n));
 		snprintf(what, sizeof what, "relu_bwd n=%zu", n);
 		ok &= near_pair(what, &z, TOL_ELEM);
-		BOTH("add", cpu.i->add(cpu.ctx, a.h, z.h, y.h, n), gpu.i->add(gpu.ctx, a.d, z.d, y.d, n));
+		BOTH("add", cpu.i->add(cpu.ctx, BT_DTYPE_F32, a.h, z.h, y.h, n), gpu.i->add(gpu.ctx, BT_DTYPE_F32, a.d, z.d, y.d, n));
 		snprintf(what, sizeof what, "add n=%zu", n);
 		ok &= near_pair(what, &y, TOL_ELEM);
-		BOTH("add y == a", cpu.i->add(cpu.ctx, y.h, a.h, y.h, n), gpu.i->add(gpu.ctx, y.d, a.d, y.d, n));
-		BOTH("add y == b", cpu.i->add(cpu.ctx, z.h, y.h, y.h, n), gpu.i->add(gpu.ctx, z.d, y.d, y.d, n));
+		BOTH("add y == a", cpu.i->add(cpu.ctx, BT_DTYPE_F32, y.h, a.h, y.h, n), gpu.i->add(gpu.ctx, BT_DTYPE_F32, y.d, a.d, y.d, n));
+		BOTH("add y == b", cpu.i->add(cpu.ctx, BT_DTYPE_F32, z.h, y.h, y.h, n), gpu.i->add(gpu.ctx, BT_DTYPE_F32, z.d, y.d, y.d, n));
 		snprintf(what, sizeof what, "add in place (y == a, y == b) n=%zu", n);
 		ok &= near_pair(what, &y, TOL_ELEM);
-		BOTH("accumulate", cpu.i->accumulate(cpu.ctx, z.h, a.h, n), gpu.i->accumulate(gpu.ctx, z.d, a.d, n));
+		BOTH("accumulate", cpu.i->accumulate(cpu.ctx, BT_DTYPE_F32, z.h, a.h, n), gpu.i->accumulate(gpu.ctx, BT_DTYPE_F32, z.d, a.d, n));
 		snprintf(what, sizeof what, "accumulate n=%zu", n);
 		ok &= near_pair(what, &z, TOL_ELEM);
-		BOTH("mul", cpu.i->mul(cpu.ctx, a.h, z.h, b.h, n), gpu.i->mul(gpu.ctx, a.d, z.d, b.d, n));
+		BOTH("mul", cpu.i->mul(cpu.ctx, BT_DTYPE_F32, a.h, z.h, b.h, n), gpu.i->mul(gpu.ctx, BT_DTYPE_F32, a.d, z.d, b.d, n));
 		snprintf(what, sizeof what, "mul n=%zu", n);
 		ok &= near_pair(what, &b, TOL_ELEM);
-		BOTH("copy", cpu.i->copy(cpu.ctx, y.h, b.h, n), gpu.i->copy(gpu.ctx, y.d, b.d, n));
+		BOTH("copy", cpu.i->copy(cpu.ctx, BT_DTYPE_F32, y.h, b.h, n), gpu.i->copy(gpu.ctx, BT_DTYPE_F32, y.d, b.d, n));
 		snprintf(what, sizeof what, "copy n=%zu", n);
 		ok &= near_pair(what, &y, TOL_ELEM);
 		BOTH("zero", cpu.i->zero(cpu.ctx, z.h, n * sizeof(float)), gpu.i->zero(gpu.ctx, z.d, n * sizeof(float)));
@@ -432,10 +444,10 @@ TEST(gap_and_concat)
 		int ok = 1;
 		CHECK(pair_new(&x, nx, 1000 + t, -1, 1) && pair_new(&y, ny, 1010 + t, -9, 9) &&
 		      pair_new(&dy, ny, 1020 + t, -1, 1) && pair_new(&dx, nx, 1030 + t, -9, 9));
-		BOTH("gap", cpu.i->gap_fwd(cpu.ctx, x.h, y.h, gaps[t].n, gaps[t].hw, gaps[t].c),
-		     gpu.i->gap_fwd(gpu.ctx, x.d, y.d, gaps[t].n, gaps[t].hw, gaps[t].c));
-		BOTH("gap bwd", cpu.i->gap_bwd(cpu.ctx, dy.h, dx.h, gaps[t].n, gaps[t].hw, gaps[t].c),
-		     gpu.i->gap_bwd(gpu.ctx, dy.d, dx.d, gaps[t].n, gaps[t].hw, gaps[t].c));
+		BOTH("gap", cpu.i->gap_fwd(cpu.ctx, BT_DTYPE_F32, x.h, y.h, gaps[t].n, gaps[t].hw, gaps[t].c),
+		     gpu.i->gap_fwd(gpu.ctx, BT_DTYPE_F32, x.d, y.d, gaps[t].n, gaps[t].hw, gaps[t].c));
+		BOTH("gap bwd", cpu.i->gap_bwd(cpu.ctx, BT_DTYPE_F32, dy.h, dx.h, gaps[t].n, gaps[t].hw, gaps[t].c),
+		     gpu.i->gap_bwd(gpu.ctx, BT_DTYPE_F32, dy.d, dx.d, gaps[t].n, gaps[t].hw, gaps[t].c));
 		snprintf(what, sizeof what, "gap_fwd %d x %zu x %d", gaps[t].n, gaps[t].hw, gaps[t].c);
 		ok &= near_pair(what, &y, TOL_ELEM);
 		snprintf(what, sizeof what, "gap_bwd %d x %zu x %d", gaps[t].n, gaps[t].hw, gaps[t].c);
@@ -450,10 +462,10 @@ TEST(gap_and_concat)
 		struct pair xj, y, dxj;
 		CHECK(pair_new(&xj, pixels * cj, 1100, -1, 1) && pair_new(&y, pixels * co, 1101, -1, 1) &&
 		      pair_new(&dxj, pixels * cj, 1102, -9, 9));
-		BOTH("concat", cpu.i->concat_fwd(cpu.ctx, xj.h, y.h, pixels, cj, co, off),
-		     gpu.i->concat_fwd(gpu.ctx, xj.d, y.d, pixels, cj, co, off));
-		BOTH("concat bwd", cpu.i->concat_bwd(cpu.ctx, y.h, dxj.h, pixels, cj, co, off),
-		     gpu.i->concat_bwd(gpu.ctx, y.d, dxj.d, pixels, cj, co, off));
+		BOTH("concat", cpu.i->concat_fwd(cpu.ctx, BT_DTYPE_F32, xj.h, y.h, pixels, cj, co, off),
+		     gpu.i->concat_fwd(gpu.ctx, BT_DTYPE_F32, xj.d, y.d, pixels, cj, co, off));
+		BOTH("concat bwd", cpu.i->concat_bwd(cpu.ctx, BT_DTYPE_F32, y.h, dxj.h, pixels, cj, co, off),
+		     gpu.i->concat_bwd(gpu.ctx, BT_DTYPE_F32, y.d, dxj.d, pixels, cj, co, off));
 		ok &= near_pair("concat_fwd 50 x 3 into 50 x 10 at 4", &y, 0);
 		ok &= near_pair("concat_bwd", &dxj, 0);
 		pair_free(&xj), pair_free(&y), pair_free(&dxj);
@@ -472,8 +484,8 @@ TEST(dropout_masks_identical)
 		float *mg, *yg;
 		CHECK(pair_new(&x, n, 1200 + t, -1, 1) && pair_new(&y, n, 1210 + t, -9, 9) &&
 		      pair_new(&m, n, 1220 + t, -9, 9));
-		BOTH("dropout", cpu.i->dropout_fwd(cpu.ctx, x.h, y.h, m.h, n, cases[t].p, cases[t].seed),
-		     gpu.i->dropout_fwd(gpu.ctx, x.d, y.d, m.d, n, cases[t].p, cases[t].seed));
+		BOTH("dropout", cpu.i->dropout_fwd(cpu.ctx, BT_DTYPE_F32, x.h, y.h, m.h, n, cases[t].p, cases[t].seed),
+		     gpu.i->dropout_fwd(gpu.ctx, BT_DTYPE_F32, x.d, y.d, m.d, n, cases[t].p, cases[t].seed));
 		CHECK((mg = fetch(m.d, n)) != NULL);
 		CHECK((yg = fetch(y.d, n)) != NULL);
 		for (size_t i = 0; i < n; i++)
@@ -588,8 +600,8 @@ TEST(sgd_ranges)
 	for (int step = 0; step < 3; step++) {
 		const struct bt_sgd_range *r = step < 2 ? r1 : r2;
 		int nr = step < 2 ? 5 : 1;
-		BOTH("sgd", cpu.i->sgd(cpu.ctx, w.h, dw.h, v.h, r, nr, 0.1f, 0.9f, 1e-4f),
-		     gpu.i->sgd(gpu.ctx, w.d, dw.d, v.d, r, nr, 0.1f, 0.9f, 1e-4f));
+		BOTH("sgd", cpu.i->sgd(cpu.ctx, w.h, dw.h, v.h, r, nr, 0.1f, 0.9f, 1e-4f, 1.0f),
+		     gpu.i->sgd(gpu.ctx, w.d, dw.d, v.d, r, nr, 0.1f, 0.9f, 1e-4f, 1.0f));
 	}
 	ok &= near_pair("sgd (3 steps, two range sets): w", &w, TOL_ELEM);
 	ok &= near_pair("sgd: momentum", &v, TOL_ELEM);
@@ -686,57 +698,851 @@ TEST(run_every_op)
  * differences grow chaotically mid-run (up to about 4 % between two CPU runs whose initial
  * weights differ by 1e-6 relative), then shrink again as both settle at the floor that
  * label smoothing leaves, so the check is on the mean of the last 10 steps. */
-TEST(run_cifar_resnet20_tracks_cpu)
+enum { CB = 16, CNB = 4, CSTEPS = 100, CS = 16 };
+
+/* The CPU's losses of the run below, kept for the mixed-precision runs to compare with. */
+static double cifar_cpu[CSTEPS];
+static int cifar_cpu_done;
+
+/* CSTEPS SGD steps of cifar_resnet20_v1 on be in dtype: the loss of every step, and the
+ * loss scaler at the end. 1 on success, 0 after a message. */
+static int cifar_losses(struct bt_backend *be, int dtype, double *loss, uint64_t *skipped, double *scale)
 {
-	enum { B = 16, NB = 4, STEPS = 100, S = 16 };
-	const size_t per = (size_t)S * S * 3;
-	struct bt_model_opts o = { .classes = 10, .in_channels = 3, .input_size = S };
+	const size_t per = (size_t)CS * CS * 3;
+	struct bt_model_opts o = { .classes = 10, .in_channels = 3, .input_size = CS };
 	struct bt_graph g;
-	struct bt_run *rc = NULL, *rg = NULL;
-	float *x = malloc(NB * B * per * sizeof *x);
-	int32_t labels[NB * B];
-	double lc[STEPS], lg[STEPS], tc = 0, tg = 0, rel;
-	struct bt_rng r;
-	CHECK(x);
+	struct bt_run *r = NULL;
+	float *x = malloc(CNB * CB * per * sizeof *x);
+	int32_t labels[CNB * CB];
+	struct bt_rng rng;
+	int ok = 0, st;
 	bt_graph_init(&g);
-	CHECK_EQ(bt_model_build(&g, "cifar_resnet20_v1", &o), BT_OK);
-	bt_rng_seed(&r, 7);
-	for (size_t i = 0; i < NB * B * per; i++)
-		x[i] = (float)(bt_rng_uniform(&r) * 2 - 1);
-	for (int i = 0; i < NB * B; i++)
-		labels[i] = (int32_t)bt_rng_below(&r, 10);
-	for (int i = 0; i < NB * B; i++)
+	if (!x || bt_model_build(&g, "cifar_resnet20_v1", &o) < 0)
+		goto out;
+	bt_rng_seed(&rng, 7);
+	for (size_t i = 0; i < CNB * CB * per; i++)
+		x[i] = (float)(bt_rng_uniform(&rng) * 2 - 1);
+	for (int i = 0; i < CNB * CB; i++)
+		labels[i] = (int32_t)bt_rng_below(&rng, 10);
+	for (int i = 0; i < CNB * CB; i++)
 		for (size_t k = 0; k < per; k += 3)
 			x[i * per + k] += 0.5f * (labels[i] - 4.5f) / 4.5f;
-	CHECK_EQ(bt_run_new(&rc, &g, &cpu, B), BT_OK);
-	CHECK_EQ(bt_run_new(&rg, &g, &gpu, B), BT_OK);
-	CHECK_EQ(bt_run_init_params(rc, 1, 0), BT_OK);
-	CHECK_EQ(bt_run_init_params(rg, 1, 0), BT_OK);
-	for (int s = 0; s < STEPS; s++) {
-		const float *xb = x + (size_t)(s % NB) * B * per;
-		const int32_t *lb = labels + (s % NB) * B;
-		BOTH("forward", bt_run_forward(rc, xb, B, 1, s), bt_run_forward(rg, xb, B, 1, s));
-		BOTH("loss", bt_run_loss(rc, lb, NULL, 0.1f, 1, &lc[s]), bt_run_loss(rg, lb, NULL, 0.1f, 1, &lg[s]));
-		BOTH("backward", bt_run_backward(rc), bt_run_backward(rg));
-		bt_run_sgd(rc, 0.05f, 0.9f, 1e-4f, 1);
-		bt_run_sgd(rg, 0.05f, 0.9f, 1e-4f, 1);
-		if (s == 0 || (s + 1) % 10 == 0)
-			fprintf(stderr, "  cifar_resnet20_v1 step %3d: loss cpu %.6f cuda %.6f\n", s + 1, lc[s], lg[s]);
+	if (bt_run_new_dtype(&r, &g, be, CB, dtype) < 0 || bt_run_init_params(r, 1, 0) < 0)
+		goto out;
+	for (int s = 0; s < CSTEPS; s++) {
+		const float *xb = x + (size_t)(s % CNB) * CB * per;
+		const int32_t *lb = labels + (s % CNB) * CB;
+		if ((st = bt_run_forward(r, xb, CB, 1, s)) < 0 || (st = bt_run_loss(r, lb, NULL, 0.1f, 1, &loss[s])) < 0 ||
+		    (st = bt_run_backward(r)) < 0 || (st = bt_run_sgd(r, 0.05f, 0.9f, 1e-4f, 1)) < 0)
+			goto out;
 	}
-	for (int s = STEPS - 10; s < STEPS; s++) {
-		tc += lc[s] / 10;
-		tg += lg[s] / 10;
-	}
-	rel = fabs(tc - tg) / tc;
-	fprintf(stderr, "  cifar_resnet20_v1: first step %.2e apart; mean of the last 10 steps cpu %.6f "
-		"cuda %.6f, %.2f %% apart (tol 2 %%)\n", fabs(lc[0] - lg[0]) / lc[0], tc, tg, 100 * rel);
-	CHECK(fabs(lc[0] - lg[0]) / lc[0] < 1e-4);
-	CHECK(tc < 0.5 * lc[0] && tg < 0.5 * lg[0]);
-	CHECK(rel < 0.02);
-	bt_run_free(rc);
-	bt_run_free(rg);
+	*skipped = bt_run_skipped_steps(r);
+	*scale = bt_run_loss_scale(r);
+	ok = 1;
+out:
+	if (!ok)
+		fprintf(stderr, "  cifar_resnet20_v1 on %s in %s: %s\n", be->i->name, bt_dtype_name(dtype), bt_errmsg());
+	bt_run_free(r);
 	bt_graph_free(&g);
 	free(x);
+	return ok;
+}
+
+static double last10(const double *l)
+{
+	double t = 0;
+	for (int s = CSTEPS - 10; s < CSTEPS; s++)
+		t += l[s] / 10;
+	return t;
+}
+
+/* 100 SGD steps on four fixed batches whose pixels carry a little of the label: the loss
+ * must fall on both backends and the two must end within 2 % of each other. Rounding
+ * differences grow chaotically mid-run (up to about 4 % between two CPU runs whose initial
+ * weights differ by 1e-6 relative), then shrink again as both settle at the floor that
+ * label smoothing leaves, so the check is on the mean of the last 10 steps. */
+TEST(run_cifar_resnet20_tracks_cpu)
+{
+	double lg[CSTEPS], tc, tg, rel, scale;
+	uint64_t skipped;
+	CHECK(cifar_losses(&cpu, BT_DTYPE_F32, cifar_cpu, &skipped, &scale));
+	cifar_cpu_done = 1;
+	CHECK(cifar_losses(&gpu, BT_DTYPE_F32, lg, &skipped, &scale));
+	for (int s = 0; s < CSTEPS; s++)
+		if (s == 0 || (s + 1) % 10 == 0)
+			fprintf(stderr, "  cifar_resnet20_v1 step %3d: loss cpu %.6f cuda %.6f\n", s + 1, cifar_cpu[s], lg[s]);
+	tc = last10(cifar_cpu);
+	tg = last10(lg);
+	rel = fabs(tc - tg) / tc;
+	fprintf(stderr, "  cifar_resnet20_v1: first step %.2e apart; mean of the last 10 steps cpu %.6f "
+		"cuda %.6f, %.2f %% apart (tol 2 %%)\n", fabs(cifar_cpu[0] - lg[0]) / cifar_cpu[0], tc, tg, 100 * rel);
+	CHECK(fabs(cifar_cpu[0] - lg[0]) / cifar_cpu[0] < 1e-4);
+	CHECK(tc < 0.5 * cifar_cpu[0] && tg < 0.5 * lg[0]);
+	CHECK(rel < 0.02);
+}
+
+/* ---- mixed precision ------------------------------------------------------------------------ */
+
+/* Each half op against the float32 CPU on the same inputs (rounded to the half type on the
+ * host first, so that both sides compute on the same numbers): the output's rounding
+ * (2^-11 relative for float16, 2^-8 for bfloat16) and float32 accumulation in another order
+ * stay well inside these normalised errors. */
+#define TOL_F16 1e-2
+#define TOL_BF16 3e-2
+/* Whole networks, every activation rounded in every layer. */
+#define TOL_RUN_F16 2e-2
+#define TOL_RUN_BF16 8e-2
+/* 100 steps of cifar_resnet20_v1: the mean of the last 10 losses against the CPU's float32
+ * (2 % for the float32 CUDA run; float16 may also skip its first few steps while the loss
+ * scale comes down from 2^16). First choices, to be tightened from the margins a GPU run
+ * prints. */
+#define TOL_TRAIN_F16 0.10
+#define TOL_TRAIN_BF16 0.10
+
+static const int half_types[2] = { BT_DTYPE_F16, BT_DTYPE_BF16 };
+
+static double tol_of(int dt) { return dt == BT_DTYPE_F16 ? TOL_F16 : TOL_BF16; }
+static double tol_run_of(int dt) { return dt == BT_DTYPE_F16 ? TOL_RUN_F16 : TOL_RUN_BF16; }
+
+static uint16_t to_half(int dt, float f)
+{
+	return dt == BT_DTYPE_F16 ? bt_f32_to_f16(f) : bt_f32_to_bf16(f);
+}
+
+static float from_half(int dt, uint16_t h)
+{
+	return dt == BT_DTYPE_F16 ? bt_f16_to_f32(h) : bt_bf16_to_f32(h);
+}
+
+/* What a half tensor would hold: each value rounded to dt. */
+static void round_host(float *p, size_t n, int dt)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = from_half(dt, to_half(dt, p[i]));
+}
+
+/* A half tensor: d on the device in dt, h the same values in float32 in the CPU backend's
+ * memory. */
+struct hpair {
+	float *h;
+	void *d;
+	size_t n;
+	int dt;
+};
+
+static int hpair_new(struct hpair *p, size_t n, uint64_t seed, float lo, float hi, int dt)
+{
+	void *h = NULL;
+	uint16_t *bits = malloc((n ? n : 1) * sizeof *bits);
+	p->h = NULL;
+	p->d = NULL;
+	p->n = n;
+	p->dt = dt;
+	if (!bits || cpu.i->alloc(cpu.ctx, n * sizeof(float), &h) < 0 || gpu.i->alloc(gpu.ctx, n * 2, &p->d) < 0) {
+		fprintf(stderr, "  alloc of %zu halves: %s\n", n, bt_errmsg());
+		free(bits);
+		return 0;
+	}
+	p->h = h;
+	fill(p->h, n, seed, lo, hi);
+	for (size_t i = 0; i < n; i++) {
+		bits[i] = to_half(dt, p->h[i]);
+		p->h[i] = from_half(dt, bits[i]);
+	}
+	if (gpu.i->upload(gpu.ctx, p->d, bits, n * 2) < 0) {
+		fprintf(stderr, "  upload: %s\n", bt_errmsg());
+		free(bits);
+		return 0;
+	}
+	free(bits);
+	return 1;
+}
+
+static void hpair_free(struct hpair *p)
+{
+	if (p->h)
+		cpu.i->release(cpu.ctx, p->h);
+	if (p->d)
+		gpu.i->release(gpu.ctx, p->d);
+	p->h = NULL;
+	p->d = NULL;
+}
+
+/* The device's half tensor d against the CPU's float32 a: the normalised error within tol,
+ * or, with tol 0, every element exactly a's value rounded to dt. Prints the outcome. */
+static int near_half(const char *what, const float *a, const void *d, size_t n, int dt, double tol)
+{
+	uint16_t *bits = malloc((n ? n : 1) * sizeof *bits);
+	float *b = malloc((n ? n : 1) * sizeof *b);
+	size_t differ = 0;
+	double err = 0;
+	int ok = 0;
+	if (!bits || !b || gpu.i->download(gpu.ctx, bits, d, n * 2) < 0) {
+		fprintf(stderr, "  download: %s\n", bt_errmsg());
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		b[i] = from_half(dt, bits[i]);
+		differ += bits[i] != to_half(dt, a[i]);
+	}
+	if (tol == 0) {
+		ok = differ == 0;
+		fprintf(stderr, "  %-52s %zu of %zu differ (exact)%s\n", what, differ, n, ok ? "" : "  <-- FAIL");
+	} else {
+		err = norm_err(a, b, n);
+		ok = err <= tol;
+		fprintf(stderr, "  %-52s err %.2e (tol %.0e)%s\n", what, err, tol, ok ? "" : "  <-- FAIL");
+	}
+out:
+	free(bits);
+	free(b);
+	return ok;
+}
+
+static int near_hpair(const char *what, const struct hpair *p, double tol)
+{
+	return near_half(what, p->h, p->d, p->n, p->dt, tol);
+}
+
+TEST(conv_half)
+{
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		for (size_t t = 0; t < sizeof conv_cases / sizeof *conv_cases; t++) {
+			const struct conv_case *k = &conv_cases[t];
+			struct bt_conv_desc d = {
+				.n = k->n, .h = k->h, .w = k->w, .c = k->c, .cout = k->cout, .kh = k->kh,
+				.kw = k->kw, .sh = k->sh, .sw = k->sw, .ph = k->ph, .pw = k->pw, .dh = k->dh,
+				.dw = k->dw, .groups = k->groups, .bias = k->bias,
+			}, dh;
+			struct hpair x, w, y, dy, dx;
+			struct pair b, dw, db;
+			char what[128];
+			int ok = 1;
+			uint64_t sd = 5000 + 100 * ti + 10 * t;
+			d.oh = out_size(d.h, d.kh, d.sh, d.ph, d.dh, 0);
+			d.ow = out_size(d.w, d.kw, d.sw, d.pw, d.dw, 0);
+			dh = d;
+			dh.dtype = dt;
+			size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.oh * d.ow * d.cout;
+			size_t nw = (size_t)d.cout * d.kh * d.kw * (d.c / d.groups);
+			CHECK(hpair_new(&x, nx, sd + 1, -1, 1, dt) && hpair_new(&w, nw, sd + 2, -0.5f, 0.5f, dt) &&
+			      pair_new(&b, d.cout, sd + 3, -1, 1) && hpair_new(&y, ny, sd + 4, -9, 9, dt) &&
+			      hpair_new(&dy, ny, sd + 5, -1, 1, dt) && hpair_new(&dx, nx, sd + 6, -9, 9, dt) &&
+			      pair_new(&dw, nw, sd + 7, -1, 1) && pair_new(&db, d.cout, sd + 8, -1, 1));
+			BOTH(k->name, cpu.i->conv_fwd(cpu.ctx, &d, x.h, w.h, d.bias ? b.h : NULL, y.h),
+			     gpu.i->conv_fwd(gpu.ctx, &dh, x.d, w.d, d.bias ? b.d : NULL, y.d));
+			BOTH(k->name, cpu.i->conv_bwd_data(cpu.ctx, &d, dy.h, w.h, dx.h),
+			     gpu.i->conv_bwd_data(gpu.ctx, &dh, dy.d, w.d, dx.d));
+			BOTH(k->name, cpu.i->conv_bwd_weights(cpu.ctx, &d, x.h, dy.h, dw.h, d.bias ? db.h : NULL),
+			     gpu.i->conv_bwd_weights(gpu.ctx, &dh, x.d, dy.d, dw.d, d.bias ? db.d : NULL));
+			snprintf(what, sizeof what, "%s conv %s: y", bt_dtype_name(dt), k->name);
+			ok &= near_hpair(what, &y, tol_of(dt));
+			snprintf(what, sizeof what, "%s conv %s: dx", bt_dtype_name(dt), k->name);
+			ok &= near_hpair(what, &dx, tol_of(dt));
+			snprintf(what, sizeof what, "%s conv %s: dw (float32, added)", bt_dtype_name(dt), k->name);
+			ok &= near_pair(what, &dw, tol_of(dt));
+			if (d.bias) {
+				snprintf(what, sizeof what, "%s conv %s: db (float32, added)", bt_dtype_name(dt), k->name);
+				ok &= near_pair(what, &db, tol_of(dt));
+			}
+			hpair_free(&x), hpair_free(&w), pair_free(&b), hpair_free(&y);
+			hpair_free(&dy), hpair_free(&dx), pair_free(&dw), pair_free(&db);
+			CHECK(ok);
+		}
+	}
+}
+
+TEST(batchnorm_half)
+{
+	static const struct { int n, h, w, c; float eps, momentum; } cases[] = {
+		{ 4, 5, 5, 8, 1e-5f, 0.1f },    { 2, 7, 7, 64, 1e-5f, 0.1f },
+		{ 8, 1, 1, 32, 1e-3f, 0.9f },   { 3, 3, 5, 3, 1e-5f, 0.1f },
+		{ 16, 14, 14, 128, 1e-5f, 0.1f }, { 1, 1, 1, 16, 1e-5f, 0.1f },
+	};
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
+			struct bt_bn_desc d = { cases[t].n, cases[t].h, cases[t].w, cases[t].c, cases[t].eps,
+						cases[t].momentum, BT_DTYPE_F32 }, dh;
+			size_t nx = (size_t)d.n * d.h * d.w * d.c;
+			struct hpair x, y, dy, dx, yi;
+			struct pair g, b, rm, rv, sm, si, dg, db;
+			char what[128], shape[64];
+			int ok = 1;
+			uint64_t sd = 6000 + 100 * ti + 20 * t;
+			dh = d;
+			dh.dtype = dt;
+			snprintf(shape, sizeof shape, "%s bn %dx%dx%dx%d", bt_dtype_name(dt), d.n, d.h, d.w, d.c);
+			CHECK(hpair_new(&x, nx, sd + 1, -2, 3, dt) && hpair_new(&y, nx, sd + 2, -9, 9, dt) &&
+			      pair_new(&g, d.c, sd + 3, 0.5f, 1.5f) && pair_new(&b, d.c, sd + 4, -1, 1) &&
+			      pair_new(&rm, d.c, sd + 5, -1, 1) && pair_new(&rv, d.c, sd + 6, 0.5f, 2) &&
+			      pair_new(&sm, d.c, sd + 7, -9, 9) && pair_new(&si, d.c, sd + 8, -9, 9) &&
+			      hpair_new(&dy, nx, sd + 9, -1, 1, dt) && hpair_new(&dx, nx, sd + 10, -9, 9, dt) &&
+			      pair_new(&dg, d.c, sd + 11, -1, 1) && pair_new(&db, d.c, sd + 12, -1, 1) &&
+			      hpair_new(&yi, nx, sd + 13, -9, 9, dt));
+			BOTH(shape, cpu.i->bn_fwd_infer(cpu.ctx, &d, x.h, g.h, b.h, rm.h, rv.h, yi.h),
+			     gpu.i->bn_fwd_infer(gpu.ctx, &dh, x.d, g.d, b.d, rm.d, rv.d, yi.d));
+			BOTH(shape, cpu.i->bn_fwd_train(cpu.ctx, &d, x.h, g.h, b.h, rm.h, rv.h, sm.h, si.h, y.h),
+			     gpu.i->bn_fwd_train(gpu.ctx, &dh, x.d, g.d, b.d, rm.d, rv.d, sm.d, si.d, y.d));
+			BOTH(shape, cpu.i->bn_bwd(cpu.ctx, &d, x.h, dy.h, g.h, sm.h, si.h, dx.h, dg.h, db.h),
+			     gpu.i->bn_bwd(gpu.ctx, &dh, x.d, dy.d, g.d, sm.d, si.d, dx.d, dg.d, db.d));
+			snprintf(what, sizeof what, "%s: inference y", shape);
+			ok &= near_hpair(what, &yi, tol_of(dt));
+			snprintf(what, sizeof what, "%s: training y", shape);
+			ok &= near_hpair(what, &y, tol_of(dt));
+			snprintf(what, sizeof what, "%s: save_mean, save_invstd", shape);
+			ok &= near_pair(what, &sm, tol_of(dt)) & near_pair(what, &si, tol_of(dt));
+			snprintf(what, sizeof what, "%s: running mean and var", shape);
+			ok &= near_pair(what, &rm, tol_of(dt)) & near_pair(what, &rv, tol_of(dt));
+			snprintf(what, sizeof what, "%s: dx", shape);
+			ok &= near_hpair(what, &dx, tol_of(dt));
+			snprintf(what, sizeof what, "%s: dgamma, dbeta (float32, added)", shape);
+			ok &= near_pair(what, &dg, tol_of(dt)) & near_pair(what, &db, tol_of(dt));
+			hpair_free(&x), hpair_free(&y), pair_free(&g), pair_free(&b), pair_free(&rm);
+			pair_free(&rv), pair_free(&sm), pair_free(&si), hpair_free(&dy), hpair_free(&dx);
+			pair_free(&dg), pair_free(&db), hpair_free(&yi);
+			CHECK(ok);
+		}
+	}
+}
+
+TEST(pooling_half)
+{
+	static const struct { int n, h, w, c, k, s, p, max, ceil, count_pad; } cases[] = {
+		{ 2, 9, 9, 5, 3, 2, 1, 1, 0, 0 }, { 2, 10, 10, 4, 3, 2, 0, 1, 1, 0 },
+		{ 2, 9, 9, 6, 3, 1, 1, 0, 0, 0 }, { 2, 7, 7, 3, 3, 2, 1, 0, 1, 1 },
+		{ 3, 16, 16, 32, 3, 2, 1, 1, 1, 0 },
+	};
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
+			struct bt_pool_desc d = { .n = cases[t].n, .h = cases[t].h, .w = cases[t].w,
+						  .c = cases[t].c, .kh = cases[t].k, .kw = cases[t].k,
+						  .sh = cases[t].s, .sw = cases[t].s, .ph = cases[t].p,
+						  .pw = cases[t].p, .max = cases[t].max,
+						  .count_pad = cases[t].count_pad }, dh;
+			struct hpair x, y, dy, dx;
+			void *wc = NULL, *wg = NULL;
+			char what[128];
+			int ok = 1;
+			d.oh = out_size(d.h, d.kh, d.sh, d.ph, 1, cases[t].ceil);
+			d.ow = out_size(d.w, d.kw, d.sw, d.pw, 1, cases[t].ceil);
+			dh = d;
+			dh.dtype = dt;
+			size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.oh * d.ow * d.c;
+			CHECK(hpair_new(&x, nx, 7000 + t, -1, 1, dt) && hpair_new(&y, ny, 7100 + t, -9, 9, dt) &&
+			      hpair_new(&dy, ny, 7200 + t, -1, 1, dt) && hpair_new(&dx, nx, 7300 + t, -9, 9, dt));
+			if (d.max) {
+				CHECK_EQ(cpu.i->alloc(cpu.ctx, cpu.i->pool_ws_bytes(cpu.ctx, &d), &wc), BT_OK);
+				CHECK_EQ(gpu.i->alloc(gpu.ctx, gpu.i->pool_ws_bytes(gpu.ctx, &dh), &wg), BT_OK);
+			}
+			snprintf(what, sizeof what, "%s %s %dx%d k%d s%d p%d%s", bt_dtype_name(dt), d.max ? "max" : "avg",
+				 d.oh, d.ow, d.kh, d.sh, d.ph, cases[t].ceil ? " ceil" : "");
+			BOTH(what, cpu.i->pool_fwd(cpu.ctx, &d, x.h, y.h, wc), gpu.i->pool_fwd(gpu.ctx, &dh, x.d, y.d, wg));
+			BOTH(what, cpu.i->pool_bwd(cpu.ctx, &d, dy.h, wc, dx.h), gpu.i->pool_bwd(gpu.ctx, &dh, dy.d, wg, dx.d));
+			strcat(what, ": y");
+			/* the largest of half values is one of them: max pooling is exact */
+			ok &= near_hpair(what, &y, d.max ? 0 : tol_of(dt));
+			what[strlen(what) - 1] = 0;
+			strcat(what, "dx");
+			ok &= near_hpair(what, &dx, tol_of(dt));
+			if (wc)
+				cpu.i->release(cpu.ctx, wc);
+			if (wg)
+				gpu.i->release(gpu.ctx, wg);
+			hpair_free(&x), hpair_free(&y), hpair_free(&dy), hpair_free(&dx);
+			CHECK(ok);
+		}
+	}
+}
+
+TEST(fc_half)
+{
+	static const struct { int n, cin, cout, bias, with_dx; } cases[] = {
+		{ 4, 64, 10, 1, 1 }, { 32, 512, 1000, 0, 1 }, { 1, 7, 3, 1, 1 }, { 5, 2048, 100, 1, 0 },
+		{ 256, 2048, 1000, 1, 1 },
+	};
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
+			struct bt_fc_desc d = { cases[t].n, cases[t].cin, cases[t].cout, cases[t].bias, BT_DTYPE_F32 }, dh;
+			struct hpair x, w, y, dy, dx;
+			struct pair b, dw, db;
+			char what[128], shape[80];
+			int ok = 1;
+			uint64_t sd = 8000 + 100 * ti + 10 * t;
+			dh = d;
+			dh.dtype = dt;
+			snprintf(shape, sizeof shape, "%s fc %d x %d -> %d%s%s", bt_dtype_name(dt), d.n, d.cin, d.cout,
+				 d.bias ? " bias" : "", cases[t].with_dx ? "" : " (no dx)");
+			CHECK(hpair_new(&x, (size_t)d.n * d.cin, sd + 1, -1, 1, dt) &&
+			      hpair_new(&w, (size_t)d.cout * d.cin, sd + 2, -0.1f, 0.1f, dt) &&
+			      pair_new(&b, d.cout, sd + 3, -1, 1) && hpair_new(&y, (size_t)d.n * d.cout, sd + 4, -9, 9, dt) &&
+			      hpair_new(&dy, (size_t)d.n * d.cout, sd + 5, -1, 1, dt) &&
+			      hpair_new(&dx, (size_t)d.n * d.cin, sd + 6, -9, 9, dt) &&
+			      pair_new(&dw, (size_t)d.cout * d.cin, sd + 7, -1, 1) && pair_new(&db, d.cout, sd + 8, -1, 1));
+			BOTH(shape, cpu.i->fc_fwd(cpu.ctx, &d, x.h, w.h, d.bias ? b.h : NULL, y.h),
+			     gpu.i->fc_fwd(gpu.ctx, &dh, x.d, w.d, d.bias ? b.d : NULL, y.d));
+			BOTH(shape,
+			     cpu.i->fc_bwd(cpu.ctx, &d, x.h, dy.h, w.h, cases[t].with_dx ? dx.h : NULL, dw.h, d.bias ? db.h : NULL),
+			     gpu.i->fc_bwd(gpu.ctx, &dh, x.d, dy.d, w.d, cases[t].with_dx ? dx.d : NULL, dw.d, d.bias ? db.d : NULL));
+			snprintf(what, sizeof what, "%s: y", shape);
+			ok &= near_hpair(what, &y, tol_of(dt));
+			snprintf(what, sizeof what, "%s: dx%s", shape, cases[t].with_dx ? "" : " (untouched)");
+			ok &= near_hpair(what, &dx, cases[t].with_dx ? tol_of(dt) : 0);
+			snprintf(what, sizeof what, "%s: dw (float32, added)", shape);
+			ok &= near_pair(what, &dw, tol_of(dt));
+			snprintf(what, sizeof what, "%s: db%s", shape, d.bias ? " (float32, added)" : " (untouched)");
+			ok &= near_pair(what, &db, tol_of(dt));
+			hpair_free(&x), hpair_free(&w), pair_free(&b), hpair_free(&y);
+			hpair_free(&dy), hpair_free(&dx), pair_free(&dw), pair_free(&db);
+			CHECK(ok);
+		}
+	}
+}
+
+/* One float32 operation on half inputs, rounded once: the CPU's float32 result rounded to
+ * the half type, exactly. The CPU's outputs are rounded after every op, as the device's
+ * half tensors are, so that chained ops stay on the same values. */
+TEST(elementwise_half_exact)
+{
+	static const size_t sizes[] = { 1, 1000, 100003 };
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti], F = BT_DTYPE_F32;
+		const char *tn = bt_dtype_name(dt);
+		for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
+			size_t n = sizes[t];
+			struct hpair a, b, y, z;
+			char what[128];
+			int ok = 1;
+			CHECK(hpair_new(&a, n, 9000 + t, -1, 1, dt) && hpair_new(&b, n, 9010 + t, -1, 1, dt) &&
+			      hpair_new(&y, n, 9020 + t, -1, 1, dt) && hpair_new(&z, n, 9030 + t, -1, 1, dt));
+#define EW(label, cpu_call, gpu_call, out)                                                    \
+	do {                                                                                  \
+		BOTH(label, cpu_call, gpu_call);                                              \
+		round_host((out).h, n, dt);                                                   \
+		snprintf(what, sizeof what, "%s %s n=%zu", tn, label, n);                     \
+		ok &= near_hpair(what, &(out), 0);                                            \
+	} while (0)
+			EW("relu_fwd", cpu.i->relu_fwd(cpu.ctx, F, a.h, y.h, n), gpu.i->relu_fwd(gpu.ctx, dt, a.d, y.d, n), y);
+			EW("relu_fwd in place", cpu.i->relu_fwd(cpu.ctx, F, b.h, b.h, n),
+			   gpu.i->relu_fwd(gpu.ctx, dt, b.d, b.d, n), b);
+			EW("relu_bwd", cpu.i->relu_bwd(cpu.ctx, F, b.h, a.h, z.h, n),
+			   gpu.i->relu_bwd(gpu.ctx, dt, b.d, a.d, z.d, n), z);
+			EW("add", cpu.i->add(cpu.ctx, F, a.h, z.h, y.h, n), gpu.i->add(gpu.ctx, dt, a.d, z.d, y.d, n), y);
+			EW("add y == a", cpu.i->add(cpu.ctx, F, y.h, a.h, y.h, n), gpu.i->add(gpu.ctx, dt, y.d, a.d, y.d, n), y);
+			EW("add y == b", cpu.i->add(cpu.ctx, F, z.h, y.h, y.h, n), gpu.i->add(gpu.ctx, dt, z.d, y.d, y.d, n), y);
+			EW("accumulate", cpu.i->accumulate(cpu.ctx, F, z.h, a.h, n),
+			   gpu.i->accumulate(gpu.ctx, dt, z.d, a.d, n), z);
+			EW("mul", cpu.i->mul(cpu.ctx, F, a.h, z.h, b.h, n), gpu.i->mul(gpu.ctx, dt, a.d, z.d, b.d, n), b);
+			EW("copy", cpu.i->copy(cpu.ctx, F, y.h, b.h, n), gpu.i->copy(gpu.ctx, dt, y.d, b.d, n), y);
+			EW("zero", cpu.i->zero(cpu.ctx, z.h, n * sizeof(float)), gpu.i->zero(gpu.ctx, z.d, n * 2), z);
+			hpair_free(&a), hpair_free(&b), hpair_free(&y), hpair_free(&z);
+			CHECK(ok);
+		}
+		{
+			/* global average pooling (the CPU's order of sums), concatenation, dropout */
+			int n = 3, c = 64;
+			size_t hw = 49, nx = (size_t)n * hw * c, pixels = 50;
+			struct hpair x, y, dy, dx, xj, yc, dxj, m, yd;
+			uint64_t seed = 42;
+			char what[128];
+			int ok = 1;
+			CHECK(hpair_new(&x, nx, 9100, -1, 1, dt) && hpair_new(&y, (size_t)n * c, 9101, -9, 9, dt) &&
+			      hpair_new(&dy, (size_t)n * c, 9102, -1, 1, dt) && hpair_new(&dx, nx, 9103, -9, 9, dt) &&
+			      hpair_new(&xj, pixels * 3, 9104, -1, 1, dt) && hpair_new(&yc, pixels * 10, 9105, -1, 1, dt) &&
+			      hpair_new(&dxj, pixels * 3, 9106, -9, 9, dt) && hpair_new(&m, nx, 9107, -9, 9, dt) &&
+			      hpair_new(&yd, nx, 9108, -9, 9, dt));
+			size_t nn = (size_t)n * c;
+			{
+				size_t n_ = nn;
+#undef EW
+#define EW(label, cpu_call, gpu_call, out, count)                                             \
+	do {                                                                                  \
+		BOTH(label, cpu_call, gpu_call);                                              \
+		round_host((out).h, count, dt);                                               \
+		snprintf(what, sizeof what, "%s %s", tn, label);                              \
+		ok &= near_hpair(what, &(out), 0);                                            \
+	} while (0)
+				EW("gap_fwd 3 x 49 x 64", cpu.i->gap_fwd(cpu.ctx, F, x.h, y.h, n, hw, c),
+				   gpu.i->gap_fwd(gpu.ctx, dt, x.d, y.d, n, hw, c), y, n_);
+				EW("gap_bwd", cpu.i->gap_bwd(cpu.ctx, F, dy.h, dx.h, n, hw, c),
+				   gpu.i->gap_bwd(gpu.ctx, dt, dy.d, dx.d, n, hw, c), dx, nx);
+				EW("concat_fwd 50 x 3 into 50 x 10 at 4",
+				   cpu.i->concat_fwd(cpu.ctx, F, xj.h, yc.h, pixels, 3, 10, 4),
+				   gpu.i->concat_fwd(gpu.ctx, dt, xj.d, yc.d, pixels, 3, 10, 4), yc, pixels * 10);
+				EW("concat_bwd", cpu.i->concat_bwd(cpu.ctx, F, yc.h, dxj.h, pixels, 3, 10, 4),
+				   gpu.i->concat_bwd(gpu.ctx, dt, yc.d, dxj.d, pixels, 3, 10, 4), dxj, pixels * 3);
+				EW("dropout p=0.3: y", cpu.i->dropout_fwd(cpu.ctx, F, x.h, yd.h, m.h, nx, 0.3f, seed),
+				   gpu.i->dropout_fwd(gpu.ctx, dt, x.d, yd.d, m.d, nx, 0.3f, seed), yd, nx);
+				round_host(m.h, nx, dt);
+				snprintf(what, sizeof what, "%s dropout p=0.3: mask", tn);
+				ok &= near_hpair(what, &m, 0);
+#undef EW
+			}
+			hpair_free(&x), hpair_free(&y), hpair_free(&dy), hpair_free(&dx), hpair_free(&xj);
+			hpair_free(&yc), hpair_free(&dxj), hpair_free(&m), hpair_free(&yd);
+			CHECK(ok);
+		}
+	}
+}
+
+static int is_nan_bits(int t, uint32_t b)
+{
+	if (t == BT_DTYPE_F32)
+		return (b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu);
+	if (t == BT_DTYPE_F16)
+		return (b & 0x7c00u) == 0x7c00u && (b & 0x3ffu);
+	return (b & 0x7f80u) == 0x7f80u && (b & 0x7fu);
+}
+
+/* n elements of type t at a and b hold the same bits, or both a NaN; prints the first few
+ * differences. */
+static int same_bits(const char *what, int t, const void *a, const void *b, size_t n)
+{
+	size_t differ = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t x, y;
+		if (t == BT_DTYPE_F32) {
+			x = ((const uint32_t *)a)[i];
+			y = ((const uint32_t *)b)[i];
+		} else {
+			x = ((const uint16_t *)a)[i];
+			y = ((const uint16_t *)b)[i];
+		}
+		if (x == y || (is_nan_bits(t, x) && is_nan_bits(t, y)))
+			continue;
+		if (differ++ < 4)
+			fprintf(stderr, "    element %zu: cpu 0x%x cuda 0x%x\n", i, x, y);
+	}
+	fprintf(stderr, "  %-52s %zu of %zu differ (exact; NaN as NaN)%s\n", what, differ, n,
+		differ ? "  <-- FAIL" : "");
+	return differ == 0;
+}
+
+/* The device's cast against the CPU's reference conversions, bit for bit (a NaN need only
+ * stay a NaN: the hardware does not keep payloads): edge values (ties to even, the largest
+ * finite values and the ties past them, subnormals of both sides, infinities, NaNs) and
+ * random patterns over every exponent, float32 to each half type at scale 1 and scaled,
+ * and back, and bfloat16 to float16. */
+TEST(cast_exact)
+{
+	static const uint32_t edges[] = {
+		0x00000000, 0x80000000, 0x3f800000, 0xbf800000, 0x477fe000, 0x477fefff, 0x477ff000,
+		0x477ff001, 0x47800000, 0x7149f2ca, 0x7f7fffff, 0xff7fffff, 0x7f7f7fff, 0x7f7f8000,
+		0x7f800000, 0xff800000, 0x7fc00000, 0xffc00000, 0x7f800001, 0x7fa12345, 0x33800000,
+		0x33000000, 0x33000001, 0x33c00000, 0x38800000, 0x387fffff, 0x00000001, 0x007fffff,
+		0x807fffff, 0x00800000, 0x00008000, 0x00018000, 0x3f808000, 0x3f818000, 0x3f801000,
+		0x3f803000, 0xc77ff000, 0xb3000000,
+	};
+	enum { NE = sizeof edges / sizeof *edges, N = NE + 65536 };
+	uint32_t *x = malloc(N * sizeof *x), *back_c = malloc(N * sizeof *x), *back_g = malloc(N * sizeof *x);
+	uint16_t *hc = malloc(N * 2), *hg = malloc(N * 2), *h2c = malloc(N * 2), *h2g = malloc(N * 2);
+	void *dx = NULL, *dh = NULL, *dh2 = NULL, *dback = NULL;
+	struct bt_rng r;
+	int ok = 1;
+	CHECK(x && back_c && back_g && hc && hg && h2c && h2g);
+	memcpy(x, edges, sizeof edges);
+	bt_rng_seed(&r, 99);
+	for (int i = NE; i < N; i++)
+		x[i] = (uint32_t)bt_rng_u64(&r);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, N * 4, &dx), BT_OK);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, N * 2, &dh), BT_OK);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, N * 2, &dh2), BT_OK);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, N * 4, &dback), BT_OK);
+	CHECK_EQ(gpu.i->upload(gpu.ctx, dx, x, N * 4), BT_OK);
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		static const float scales[2] = { 1.0f, 65536.0f };
+		for (int si = 0; si < 2; si++) {
+			char what[128];
+			snprintf(what, sizeof what, "cast float32 -> %s, scale %g", bt_dtype_name(dt), scales[si]);
+			BOTH(what, cpu.i->cast(cpu.ctx, x, BT_DTYPE_F32, hc, dt, N, scales[si]),
+			     gpu.i->cast(gpu.ctx, dx, BT_DTYPE_F32, dh, dt, N, scales[si]));
+			CHECK_EQ(gpu.i->download(gpu.ctx, hg, dh, N * 2), BT_OK);
+			ok &= same_bits(what, dt, hc, hg, N);
+		}
+		/* back to float32, exact, from the same half bits */
+		CHECK_EQ(gpu.i->upload(gpu.ctx, dh, hc, N * 2), BT_OK);
+		BOTH("cast back", cpu.i->cast(cpu.ctx, hc, dt, back_c, BT_DTYPE_F32, N, 1.0f),
+		     gpu.i->cast(gpu.ctx, dh, dt, dback, BT_DTYPE_F32, N, 1.0f));
+		CHECK_EQ(gpu.i->download(gpu.ctx, back_g, dback, N * 4), BT_OK);
+		ok &= same_bits(dt == BT_DTYPE_F16 ? "cast float16 -> float32" : "cast bfloat16 -> float32",
+				BT_DTYPE_F32, back_c, back_g, N);
+		if (dt == BT_DTYPE_BF16) {
+			BOTH("cast bf16 -> f16", cpu.i->cast(cpu.ctx, hc, dt, h2c, BT_DTYPE_F16, N, 1.0f),
+			     gpu.i->cast(gpu.ctx, dh, dt, dh2, BT_DTYPE_F16, N, 1.0f));
+			CHECK_EQ(gpu.i->download(gpu.ctx, h2g, dh2, N * 2), BT_OK);
+			ok &= same_bits("cast bfloat16 -> float16", BT_DTYPE_F16, h2c, h2g, N);
+		}
+	}
+	gpu.i->release(gpu.ctx, dx);
+	gpu.i->release(gpu.ctx, dh);
+	gpu.i->release(gpu.ctx, dh2);
+	gpu.i->release(gpu.ctx, dback);
+	free(x), free(back_c), free(back_g), free(hc), free(hg), free(h2c), free(h2g);
+	CHECK(ok);
+}
+
+TEST(nonfinite_check)
+{
+	size_t n = ((size_t)1 << 22) + 3;
+	struct pair x;
+	int found = -1;
+	const float inf = INFINITY, nan = NAN, big = 3e38f, zero = 0;
+	CHECK(pair_new(&x, n, 9500, -1e4f, 1e4f));
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, n, &found), BT_OK);
+	CHECK_EQ(found, 0);
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, 0, &found), BT_OK);
+	CHECK_EQ(found, 0);
+	CHECK_EQ(gpu.i->upload(gpu.ctx, x.d + n - 1, &inf, sizeof inf), BT_OK);
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, n, &found), BT_OK);
+	CHECK_EQ(found, 1);
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, n - 1, &found), BT_OK); /* the infinity just outside */
+	CHECK_EQ(found, 0);
+	CHECK_EQ(gpu.i->upload(gpu.ctx, x.d + n - 1, &big, sizeof big), BT_OK);
+	CHECK_EQ(gpu.i->upload(gpu.ctx, x.d, &nan, sizeof nan), BT_OK);
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, n, &found), BT_OK);
+	CHECK_EQ(found, 1);
+	CHECK_EQ(gpu.i->upload(gpu.ctx, x.d, &zero, sizeof zero), BT_OK);
+	CHECK_EQ(gpu.i->nonfinite(gpu.ctx, x.d, n, &found), BT_OK);
+	CHECK_EQ(found, 0);
+	fprintf(stderr, "  nonfinite over %zu floats: infinity and NaN found, their absence too\n", n);
+	pair_free(&x);
+}
+
+/* Unscaling in the update: gradients times 2^15 with gscale 2^-15 on the device are the
+ * CPU's plain update of the gradients themselves. */
+TEST(sgd_unscales)
+{
+	static const struct bt_sgd_range rg[] = { { 0, 6000, 1 }, { 6000, 4000, 0 } };
+	size_t n = 10000;
+	struct pair w, dw, v;
+	float *scaled = malloc(n * sizeof *scaled);
+	int ok = 1;
+	CHECK(scaled);
+	CHECK(pair_new(&w, n, 9600, -1, 1) && pair_new(&dw, n, 9601, -1e-3f, 1e-3f) && pair_new(&v, n, 9602, -1, 1));
+	for (size_t i = 0; i < n; i++)
+		scaled[i] = dw.h[i] * 32768.0f;
+	CHECK_EQ(gpu.i->upload(gpu.ctx, dw.d, scaled, n * sizeof *scaled), BT_OK);
+	BOTH("sgd", cpu.i->sgd(cpu.ctx, w.h, dw.h, v.h, rg, 2, 0.1f, 0.9f, 1e-4f, 1.0f),
+	     gpu.i->sgd(gpu.ctx, w.d, dw.d, v.d, rg, 2, 0.1f, 0.9f, 1e-4f, 1.0f / 32768.0f));
+	ok &= near_pair("sgd, gradients scaled by 2^15 and unscaled: w", &w, TOL_ELEM);
+	ok &= near_pair("sgd, unscaled: momentum", &v, TOL_ELEM);
+	pair_free(&w), pair_free(&dw), pair_free(&v);
+	free(scaled);
+	CHECK(ok);
+}
+
+TEST(device_memory)
+{
+	size_t now0, peak0, now1, peak1, now2, peak2, mb = (size_t)64 << 20;
+	void *p = NULL;
+	CHECK(gpu.i->memory != NULL && gpu.i->sync != NULL);
+	CHECK(cpu.i->memory == NULL && cpu.i->sync == NULL);
+	CHECK_EQ(gpu.i->memory(gpu.ctx, &now0, &peak0), BT_OK);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, mb, &p), BT_OK);
+	CHECK_EQ(gpu.i->memory(gpu.ctx, &now1, &peak1), BT_OK);
+	gpu.i->release(gpu.ctx, p);
+	CHECK_EQ(gpu.i->memory(gpu.ctx, &now2, &peak2), BT_OK);
+	fprintf(stderr, "  device memory: %zu, then %zu (peak %zu) with 64 MiB more, then %zu\n", now0, now1, peak1, now2);
+	CHECK(now1 == now0 + mb && peak1 >= now1 && now2 == now0 && peak2 == peak1);
+	CHECK_EQ(gpu.i->sync(gpu.ctx), BT_OK);
+}
+
+/* The every-op network in a half type against the CPU in float32: logits, loss, every
+ * gradient (divided by the loss scale), the parameters after SGD, inference folded and
+ * not. */
+TEST(run_every_op_half)
+{
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		struct bt_graph g;
+		struct bt_run *rc = NULL, *rg = NULL;
+		enum { N = 4, K = 5 };
+		float x[N * 9 * 9 * 3], *gg;
+		int32_t labels[N] = { 0, 3, 4, 1 };
+		double lc, lg, tol = tol_run_of(dt), S, err;
+		char what[128];
+		const char *tn = bt_dtype_name(dt);
+		int ok = 1;
+		CHECK_EQ(every_op_net(&g), BT_OK);
+		CHECK_EQ(bt_run_new(&rc, &g, &cpu, N), BT_OK);
+		CHECK_EQ(bt_run_new_dtype(&rg, &g, &gpu, N, dt), BT_OK);
+		CHECK_EQ(bt_run_dtype(rg), dt);
+		CHECK_EQ(bt_run_init_params(rc, 3, 0), BT_OK);
+		CHECK_EQ(bt_run_init_params(rg, 3, 0), BT_OK);
+		fill(x, sizeof x / sizeof *x, 1600, -1, 1);
+		BOTH("forward", bt_run_forward(rc, x, N, 1, 11), bt_run_forward(rg, x, N, 1, 11));
+		snprintf(what, sizeof what, "%s every-op net: training logits", tn);
+		ok &= run_near(what, rc, rg, get_logits, N * K, tol);
+		BOTH("loss", bt_run_loss(rc, labels, NULL, 0.1f, 1, &lc), bt_run_loss(rg, labels, NULL, 0.1f, 1, &lg));
+		fprintf(stderr, "  %-52s err %.2e (tol %.0e)\n", "  loss (float32 from half logits)", fabs(lc - lg) / fmax(1, lc), tol);
+		ok &= fabs(lc - lg) / fmax(1, lc) <= tol;
+		BOTH("backward", bt_run_backward(rc), bt_run_backward(rg));
+		S = bt_run_loss_scale(rg);
+		CHECK((gg = fetch(bt_run_grads(rg), g.nfloats)) != NULL);
+		for (size_t i = 0; i < g.nfloats; i++)
+			gg[i] = (float)(gg[i] / S);
+		err = norm_err(bt_run_grads(rc), gg, g.nfloats);
+		fprintf(stderr, "  %s every-op net: every gradient / loss scale %-8g err %.2e (tol %.0e)%s\n", tn, S, err,
+			tol, err <= tol ? "" : "  <-- FAIL");
+		ok &= err <= tol;
+		free(gg);
+		CHECK_EQ(bt_run_sgd(rc, 0.1f, 0.9f, 1e-4f, 1), BT_OK);
+		CHECK_EQ(bt_run_sgd(rg, 0.1f, 0.9f, 1e-4f, 1), BT_OK);
+		CHECK_EQ(bt_run_skipped_steps(rg), 0);
+		snprintf(what, sizeof what, "%s every-op net: parameters after SGD", tn);
+		ok &= run_near(what, rc, rg, get_params, g.nfloats, tol);
+		BOTH("inference", bt_run_forward(rc, x, N, 0, 0), bt_run_forward(rg, x, N, 0, 0));
+		snprintf(what, sizeof what, "%s every-op net: inference logits, folded", tn);
+		ok &= run_near(what, rc, rg, get_logits, N * K, tol);
+		bt_run_fuse(rc, 0);
+		bt_run_fuse(rg, 0);
+		BOTH("inference unfused", bt_run_forward(rc, x, N, 0, 0), bt_run_forward(rg, x, N, 0, 0));
+		snprintf(what, sizeof what, "%s every-op net: inference logits, unfused", tn);
+		ok &= run_near(what, rc, rg, get_logits, N * K, tol);
+		{
+			float host[N * K];
+			float *dev = fetch(bt_run_logits(rg), N * K);
+			CHECK(dev);
+			CHECK_EQ(bt_run_read_logits(rg, host, N), BT_OK);
+			CHECK(memcmp(host, dev, sizeof host) == 0);
+			free(dev);
+		}
+		bt_run_free(rc);
+		bt_run_free(rg);
+		bt_graph_free(&g);
+		CHECK(ok);
+	}
+}
+
+/* float16's dynamic loss scale: a scale of 2^24 makes the loss gradient itself overflow
+ * float16, so the step must be skipped (parameters and momentum unchanged bit for bit) and
+ * the scale halved; later steps halve it again until one goes through. bfloat16 has no
+ * scaling. */
+TEST(loss_scale_overflow)
+{
+	struct bt_graph g;
+	struct bt_run *rg = NULL;
+	enum { N = 4 };
+	float x[N * 9 * 9 * 3], *p0, *m0, *p1, *m1;
+	int32_t labels[N] = { 0, 3, 4, 1 };
+	double loss, expect = BT_LOSS_SCALE_MAX / 2;
+	int taken = 0, steps = 0;
+	CHECK_EQ(every_op_net(&g), BT_OK);
+	p0 = malloc(g.nfloats * sizeof *p0), m0 = malloc(g.nfloats * sizeof *m0);
+	p1 = malloc(g.nfloats * sizeof *p1), m1 = malloc(g.nfloats * sizeof *m1);
+	CHECK(p0 && m0 && p1 && m1);
+	fill(x, sizeof x / sizeof *x, 1700, -1, 1);
+	CHECK_EQ(bt_run_new_dtype(&rg, &g, &gpu, N, BT_DTYPE_BF16), BT_OK);
+	CHECK(!bt_run_scaler(rg)->dynamic && bt_run_loss_scale(rg) == 1.0);
+	CHECK_EQ(bt_run_set_scaler(rg, BT_LOSS_SCALE_MAX, 0, 0), BT_ERR_INVALID);
+	bt_run_free(rg);
+	CHECK_EQ(bt_run_new_dtype(&rg, &g, &gpu, N, BT_DTYPE_F16), BT_OK);
+	CHECK(bt_run_scaler(rg)->dynamic && bt_run_loss_scale(rg) == BT_LOSS_SCALE_INIT);
+	CHECK_EQ(bt_run_init_params(rg, 5, 0), BT_OK);
+	CHECK_EQ(bt_run_set_scaler(rg, BT_LOSS_SCALE_MAX, 0, 0), BT_OK);
+	CHECK_EQ(bt_run_read_state(rg, p0, m0), BT_OK);
+	CHECK_EQ(bt_run_forward(rg, x, N, 1, 1), BT_OK);
+	CHECK_EQ(bt_run_loss(rg, labels, NULL, 0.1f, 1, &loss), BT_OK);
+	CHECK_EQ(bt_run_backward(rg), BT_OK);
+	CHECK_EQ(bt_run_sgd(rg, 0.1f, 0.9f, 1e-4f, 1), BT_OK);
+	CHECK_EQ(bt_run_read_state(rg, p1, m1), BT_OK);
+	fprintf(stderr, "  float16 at loss scale 2^24: %llu skipped, scale now %g, parameters %s\n",
+		(unsigned long long)bt_run_skipped_steps(rg), bt_run_loss_scale(rg),
+		memcmp(p0, p1, g.nfloats * sizeof *p0) ? "CHANGED" : "unchanged");
+	CHECK_EQ(bt_run_skipped_steps(rg), 1);
+	CHECK(bt_run_loss_scale(rg) == expect);
+	CHECK(memcmp(p0, p1, g.nfloats * sizeof *p0) == 0);
+	CHECK(memcmp(m0, m1, g.nfloats * sizeof *m0) == 0);
+	while (!taken && steps++ < 16) {
+		uint64_t before = bt_run_skipped_steps(rg);
+		CHECK_EQ(bt_run_forward(rg, x, N, 1, 1), BT_OK);
+		CHECK_EQ(bt_run_loss(rg, labels, NULL, 0.1f, 1, &loss), BT_OK);
+		CHECK_EQ(bt_run_backward(rg), BT_OK);
+		CHECK_EQ(bt_run_sgd(rg, 0.1f, 0.9f, 1e-4f, 1), BT_OK);
+		taken = bt_run_skipped_steps(rg) == before;
+		if (!taken) {
+			expect /= 2;
+			CHECK(bt_run_loss_scale(rg) == expect);
+		}
+	}
+	CHECK_EQ(bt_run_read_state(rg, p1, m1), BT_OK);
+	fprintf(stderr, "  then %d more steps: the first taken at scale %g, %llu skipped in all\n", steps,
+		bt_run_loss_scale(rg), (unsigned long long)bt_run_skipped_steps(rg));
+	CHECK(taken);
+	CHECK(bt_run_loss_scale(rg) == expect); /* a good step leaves it (2000 are needed to grow) */
+	CHECK(memcmp(p0, p1, g.nfloats * sizeof *p0) != 0);
+	for (size_t i = 0; i < g.nfloats; i++)
+		CHECK(isfinite(p1[i]) && isfinite(m1[i]));
+	bt_run_free(rg);
+	bt_graph_free(&g);
+	free(p0), free(m0), free(p1), free(m1);
+}
+
+/* 100 steps of cifar_resnet20_v1 in each half type: the loss falls by half, and the mean of
+ * the last 10 steps is within TOL_TRAIN of the CPU's float32 run. */
+TEST(run_cifar_resnet20_half)
+{
+	double scale;
+	uint64_t skipped;
+	if (!cifar_cpu_done) {
+		CHECK(cifar_losses(&cpu, BT_DTYPE_F32, cifar_cpu, &skipped, &scale));
+		cifar_cpu_done = 1;
+	}
+	for (int ti = 0; ti < 2; ti++) {
+		int dt = half_types[ti];
+		double lh[CSTEPS], tc = last10(cifar_cpu), th, rel, first, tol = dt == BT_DTYPE_F16 ? TOL_TRAIN_F16 : TOL_TRAIN_BF16;
+		CHECK(cifar_losses(&gpu, dt, lh, &skipped, &scale));
+		th = last10(lh);
+		rel = fabs(tc - th) / tc;
+		first = fabs(cifar_cpu[0] - lh[0]) / cifar_cpu[0];
+		for (int s = 0; s < CSTEPS; s++)
+			if (s == 0 || (s + 1) % 20 == 0)
+				fprintf(stderr, "  cifar_resnet20_v1 step %3d: loss cpu float32 %.6f cuda %s %.6f\n", s + 1,
+					cifar_cpu[s], bt_dtype_name(dt), lh[s]);
+		fprintf(stderr, "  cifar_resnet20_v1 %s: first step %.2e apart (tol %.0e); last 10 steps cpu %.6f "
+			"cuda %.6f, %.2f %% apart (tol %.0f %%); loss scale %g, %llu steps skipped\n",
+			bt_dtype_name(dt), first, tol_run_of(dt), tc, th, 100 * rel, 100 * tol, scale,
+			(unsigned long long)skipped);
+		CHECK(first <= tol_run_of(dt));
+		CHECK(th < 0.5 * lh[0]);
+		CHECK(rel < tol);
+		/* 16 halvings take 2^16 to 1: more would mean overflows at scale 1 */
+		CHECK(skipped <= 16);
+	}
+}
+
+/* --profile on a queueing backend: each node is bracketed by the backend's sync. */
+TEST(profile_on_cuda)
+{
+	struct bt_graph g;
+	struct bt_run *rg = NULL;
+	enum { N = 4 };
+	float x[N * 9 * 9 * 3];
+	int32_t labels[N] = { 0, 3, 4, 1 };
+	double sec[BT_OP_COUNT][2], loss, sum = 0;
+	uint64_t calls[BT_OP_COUNT][2];
+	CHECK_EQ(every_op_net(&g), BT_OK);
+	CHECK_EQ(bt_run_new(&rg, &g, &gpu, N), BT_OK);
+	CHECK_EQ(bt_run_init_params(rg, 3, 0), BT_OK);
+	fill(x, sizeof x / sizeof *x, 1800, -1, 1);
+	bt_run_profile(rg, 1);
+	CHECK_EQ(bt_run_forward(rg, x, N, 1, 1), BT_OK);
+	CHECK_EQ(bt_run_loss(rg, labels, NULL, 0.1f, 1, &loss), BT_OK);
+	CHECK_EQ(bt_run_backward(rg), BT_OK);
+	bt_run_profile_get(rg, sec, calls);
+	for (int op = 0; op < BT_OP_COUNT; op++)
+		sum += sec[op][0] + sec[op][1];
+	fprintf(stderr, "  profile: conv2d %llu forward calls, %.3f ms; every node %.3f ms\n",
+		(unsigned long long)calls[BT_OP_CONV2D][0], 1e3 * sec[BT_OP_CONV2D][0], 1e3 * sum);
+	CHECK(calls[BT_OP_CONV2D][0] == 5 && calls[BT_OP_CONV2D][1] == 5);
+	CHECK(sec[BT_OP_CONV2D][0] > 0 && sec[BT_OP_CONV2D][1] > 0);
+	bt_run_profile(rg, 0);
+	bt_run_free(rg);
+	bt_graph_free(&g);
 }
 
 /* ---- the dispatcher (needs no device) --------------------------------------------------- */
@@ -807,6 +1613,19 @@ int main(void)
 	RUN(sgd_ranges);
 	RUN(run_every_op);
 	RUN(run_cifar_resnet20_tracks_cpu);
+	RUN(profile_on_cuda);
+	RUN(device_memory);
+	RUN(cast_exact);
+	RUN(nonfinite_check);
+	RUN(sgd_unscales);
+	RUN(elementwise_half_exact);
+	RUN(conv_half);
+	RUN(batchnorm_half);
+	RUN(pooling_half);
+	RUN(fc_half);
+	RUN(run_every_op_half);
+	RUN(loss_scale_overflow);
+	RUN(run_cifar_resnet20_half);
 	bt_backend_free(&gpu);
 	bt_backend_free(&cpu);
 	return test_summary();

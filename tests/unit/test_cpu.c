@@ -122,7 +122,7 @@ static int conv_case(int n, int h, int w, int c, int cout, int kh, int kw, int s
 		     int pw, int dh, int dw, int groups, int bias)
 {
 	struct bt_conv_desc d = { n, h, w, c, out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw),
-				  cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias };
+				  cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, 0 /* float32 */ };
 	size_t nx = (size_t)n * h * w * c, ny = (size_t)n * d.oh * d.ow * cout;
 	size_t nw = (size_t)cout * kh * kw * (c / groups);
 	float *x = rnd(nx), *wt = rnd(nw), *b = rnd(cout), *y = fill(ny, 7), *dy = rnd(ny);
@@ -236,7 +236,7 @@ TEST(test_conv_asymmetric_kernels)
 
 TEST(test_bn)
 {
-	struct bt_bn_desc d = { 3, 4, 5, 6, 1e-5f, 0.1f };
+	struct bt_bn_desc d = { 3, 4, 5, 6, 1e-5f, 0.1f, 0 /* float32 */ };
 	int c = d.c;
 	size_t m = (size_t)d.n * d.h * d.w, nx = m * c;
 	float *x = rnd(nx), *dy = rnd(nx), *y = fill(nx, 7), *dx = fill(nx, 1e3f);
@@ -400,7 +400,7 @@ static void pool_ref(const struct bt_pool_desc *d, const float *x, const float *
 static int pool_case(int n, int h, int w, int c, int oh, int ow, int k, int s, int p, int max,
 		     int count_pad)
 {
-	struct bt_pool_desc d = { n, h, w, c, oh, ow, k, k, s, s, p, p, max, count_pad };
+	struct bt_pool_desc d = { n, h, w, c, oh, ow, k, k, s, s, p, p, max, count_pad, 0 /* float32 */ };
 	size_t nx = (size_t)n * h * w * c, ny = (size_t)n * oh * ow * c, wsb;
 	float *x = malloc(nx * sizeof *x), *y = fill(ny, 7), *dy = rnd(ny), *dx = fill(nx, 1e3f);
 	double *ry = calloc(ny, sizeof *ry), *rdx = calloc(nx, sizeof *rdx);
@@ -469,7 +469,7 @@ TEST(test_pool_avg)
 
 static int fc_case(int n, int cin, int cout, int bias)
 {
-	struct bt_fc_desc d = { n, cin, cout, bias };
+	struct bt_fc_desc d = { n, cin, cout, bias, 0 /* float32 */ };
 	size_t nx = (size_t)n * cin, ny = (size_t)n * cout, nw = (size_t)cout * cin;
 	float *x = rnd(nx), *w = rnd(nw), *b = rnd(cout), *y = fill(ny, 7), *dy = rnd(ny);
 	float *dx = fill(nx, 1e3f), *dw = rnd(nw), *db = rnd(cout);
@@ -540,9 +540,9 @@ TEST(test_fc)
 
 TEST(test_cache)
 {
-	struct bt_conv_desc d = { 2, 8, 8, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 };
-	struct bt_bn_desc bd = { 2, 8, 8, 8, 1e-5f, 0.1f };
-	struct bt_pool_desc pd = { 2, 8, 8, 8, 4, 4, 2, 2, 2, 2, 0, 0, 1, 0 };
+	struct bt_conv_desc d = { 2, 8, 8, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0 /* float32 */ };
+	struct bt_bn_desc bd = { 2, 8, 8, 8, 1e-5f, 0.1f, 0 /* float32 */ };
+	struct bt_pool_desc pd = { 2, 8, 8, 8, 4, 4, 2, 2, 2, 2, 0, 0, 1, 0, 0 /* float32 */ };
 	size_t nx = 2 * 8 * 8 * 8;
 	float *x = rnd(nx), *w = rnd(8 * 9 * 8), *b = rnd(8), *y = rnd(nx), *g = rnd(nx);
 	float *c1 = fill(8, 1), *c2 = fill(8, 0), *c3 = fill(8, 1), *c4 = fill(8, 0);
@@ -570,7 +570,7 @@ TEST(test_cache)
 
 TEST(test_errors)
 {
-	struct bt_conv_desc d = { 2, 8, 8, 6, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0 };
+	struct bt_conv_desc d = { 2, 8, 8, 6, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0 /* float32 */ };
 	float v = 0;
 	CHECK_EQ(bt_cpu_conv_fwd(cpu, &d, &v, &v, NULL, &v), BT_ERR_INVALID); /* 6 % 4 */
 	d.groups = 1;
