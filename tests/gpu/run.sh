@@ -77,6 +77,17 @@ else
 	done
 fi
 
+step "bt throughput: resnet50_v1b training, batch 256, 224x224 (issue 7's benchmark)"
+# Each dtype in its own process with a time limit, so one slow or failing path cannot eat
+# the call. The figure is the last line of each log (images/s).
+for dt in bfloat16 float16 float32; do
+	timeout 150 bt-train --benchmark --device cuda --model resnet50_v1b --batch-size 256 \
+		--input-size 224 --steps "${BT_GPU_STEPS:-20}" --warmup 5 --dtype $dt --no-inference \
+		> "$OUT/bt_resnet50_$dt.txt" 2>&1 || { echo "FAIL: bt-train --benchmark --dtype $dt"; status=1; }
+	echo "bt $dt: $(tail -n 1 "$OUT/bt_resnet50_$dt.txt") images/s" \
+		"($(grep '^peak device memory' "$OUT/bt_resnet50_$dt.txt"))"
+done
+
 if [ "${BT_GPU_SKIP_TORCH:-0}" = 1 ]; then
 	step "PyTorch anchor skipped (BT_GPU_SKIP_TORCH=1)"
 else
@@ -84,6 +95,25 @@ else
 	timeout 420 python3 tests/bench/gpu_torch_resnet50.py --compile --compile-timeout 150 \
 		--json "$OUT/torch_resnet50.json" || status=1
 fi
+
+step "bt against PyTorch (images/s; target >= 1.0, aim 1.3)"
+python3 - "$OUT" <<'PY' || true
+import json, os, sys
+out = sys.argv[1]
+try:
+    t = json.load(open(os.path.join(out, "torch_resnet50.json")))["results"]
+except (OSError, ValueError, KeyError):
+    t = {}
+for bt, tn in (("bfloat16", "bf16"), ("float16", "fp16")):
+    try:
+        b = float(open(os.path.join(out, "bt_resnet50_%s.txt" % bt)).read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        b = None
+    for mode in ("eager", "compile"):
+        r = t.get("%s_%s" % (mode, tn), {}).get("images_per_s")
+        ratio = "%.2f" % (b / r) if b and r else "-"
+        print("%-8s bt %s  torch %s %s  ratio %s" % (bt, b, mode, r, ratio))
+PY
 
 step "done: status $status"
 exit $status
