@@ -62,7 +62,7 @@ endif
 LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
 	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c lib/train.c \
-	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c lib/mixed.c
+	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c lib/desc.c lib/mixed.c
 ifneq ($(NVCC),)
 CUDA_SRCS = lib/cuda/device.cu
 ifeq ($(HAVE_CUDNN),yes)

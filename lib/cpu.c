@@ -482,33 +482,7 @@ static dnnl_dim_t pad_right(int in, int out, int k, int s, int dil, int pl)
 	return (dnnl_dim_t)(out - 1) * s + ext - in - pl;
 }
 
-static int out_floor(int in, int k, int s, int p, int dil)
-{
-	int span = in + 2 * p - (k - 1) * dil - 1;
-	return span < 0 ? 0 : span / s + 1;
-}
-
-static int pool_size_ok(int in, int out, int k, int s, int p)
-{
-	int span = in + 2 * p - k, fl = out_floor(in, k, s, p, 1);
-	return fl > 0 && (out == fl || (out == (span + s - 1) / s + 1 && (out - 1) * s < in + p));
-}
-
 /* ---- convolution ------------------------------------------------------------------------ */
-
-static int conv_check(const struct bt_conv_desc *d)
-{
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
-	    d->cout <= 0 || d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 ||
-	    d->pw < 0 || d->dh <= 0 || d->dw <= 0 || d->groups <= 0 || d->c % d->groups ||
-	    d->cout % d->groups)
-		return bt_error(BT_ERR_INVALID, "bad convolution shape");
-	if (d->oh != out_floor(d->h, d->kh, d->sh, d->ph, d->dh) ||
-	    d->ow != out_floor(d->w, d->kw, d->sw, d->pw, d->dw))
-		return bt_error(BT_ERR_INVALID, "convolution output %dx%d does not follow from the input",
-				d->oh, d->ow);
-	return BT_OK;
-}
 
 struct conv_mds {
 	dnnl_memory_desc_t x, w, b, y;       /* the caller's layouts */
@@ -644,7 +618,7 @@ int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const floa
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = conv_check(d)))
+	if ((rc = bt_conv_desc_check(d)))
 		return rc;
 	if (d->bias && !b)
 		return bt_error(BT_ERR_INVALID, "convolution with bias needs b");
@@ -661,7 +635,7 @@ int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = conv_check(d)))
+	if ((rc = bt_conv_desc_check(d)))
 		return rc;
 	k = *d;
 	k.bias = 0; /* backward data is the same with or without a bias */
@@ -677,7 +651,7 @@ int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, co
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = conv_check(d)))
+	if ((rc = bt_conv_desc_check(d)))
 		return rc;
 	if (d->bias && !db)
 		return bt_error(BT_ERR_INVALID, "convolution with bias needs db");
@@ -694,13 +668,6 @@ struct bn_key {
 	int n, h, w, c;
 	float eps;
 };
-
-static int bn_check(const struct bt_bn_desc *d)
-{
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || !(d->eps >= 0))
-		return bt_error(BT_ERR_INVALID, "bad batch norm shape");
-	return BT_OK;
-}
 
 static struct bn_key bn_key_of(const struct bt_bn_desc *d)
 {
@@ -803,7 +770,7 @@ int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 	float unbias;
 	int rc;
 
-	if ((rc = bn_check(d)))
+	if ((rc = bt_bn_desc_check(d)))
 		return rc;
 	k = bn_key_of(d);
 	if ((rc = cache_get(cpu, K_BN_FWD_TRAIN, &k, sizeof k, build_bn_fwd_train, &e)))
@@ -830,7 +797,7 @@ int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = bn_check(d)))
+	if ((rc = bt_bn_desc_check(d)))
 		return rc;
 	k = bn_key_of(d);
 	if ((rc = cache_get(cpu, K_BN_FWD_INFER, &k, sizeof k, build_bn_fwd_infer, &e)))
@@ -848,7 +815,7 @@ int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = bn_check(d)))
+	if ((rc = bt_bn_desc_check(d)))
 		return rc;
 	k = bn_key_of(d);
 	if ((rc = cache_get(cpu, K_BN_BWD, &k, sizeof k, build_bn_bwd, &e)))
@@ -864,21 +831,6 @@ int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x
 }
 
 /* ---- pooling ---------------------------------------------------------------------------- */
-
-static int pool_check(const struct bt_pool_desc *d)
-{
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
-	    d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 || d->pw < 0 ||
-	    d->ph >= d->kh || d->pw >= d->kw)
-		return bt_error(BT_ERR_INVALID, "bad pooling shape");
-	/* floor or ceil mode; in ceil mode the last window must still start inside the input or
-	 * its left padding, as in PyTorch */
-	if (!pool_size_ok(d->h, d->oh, d->kh, d->sh, d->ph) ||
-	    !pool_size_ok(d->w, d->ow, d->kw, d->sw, d->pw))
-		return bt_error(BT_ERR_INVALID, "pooling output %dx%d does not follow from the input",
-				d->oh, d->ow);
-	return BT_OK;
-}
 
 static struct bt_pool_desc pool_key_of(const struct bt_pool_desc *d)
 {
@@ -960,7 +912,7 @@ size_t bt_cpu_pool_ws_bytes(struct bt_cpu *cpu, const struct bt_pool_desc *d)
 	struct bt_pool_desc k;
 	struct bt_entry *e;
 
-	if (!d->max || pool_check(d))
+	if (!d->max || bt_pool_desc_check(d))
 		return 0;
 	k = pool_key_of(d);
 	if (cache_get(cpu, K_POOL_FWD, &k, sizeof k, build_pool_fwd, &e))
@@ -975,7 +927,7 @@ int bt_cpu_pool_fwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const floa
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = pool_check(d)))
+	if ((rc = bt_pool_desc_check(d)))
 		return rc;
 	k = pool_key_of(d);
 	if ((rc = cache_get(cpu, K_POOL_FWD, &k, sizeof k, build_pool_fwd, &e)))
@@ -993,7 +945,7 @@ int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const floa
 	struct bt_entry *e;
 	int rc;
 
-	if ((rc = pool_check(d)))
+	if ((rc = bt_pool_desc_check(d)))
 		return rc;
 	k = pool_key_of(d);
 	if ((rc = cache_get(cpu, K_POOL_BWD, &k, sizeof k, build_pool_bwd, &e)))
@@ -1005,13 +957,6 @@ int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const floa
 }
 
 /* ---- fully connected -------------------------------------------------------------------- */
-
-static int fc_check(const struct bt_fc_desc *d)
-{
-	if (d->n <= 0 || d->cin <= 0 || d->cout <= 0)
-		return bt_error(BT_ERR_INVALID, "bad fully connected shape");
-	return BT_OK;
-}
 
 static int sgemm(char ta, char tb, int m, int n, int k, const float *a, int lda, const float *b,
 		 int ldb, float beta, float *c, int ldc)
@@ -1025,7 +970,7 @@ int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x
 {
 	int rc;
 	(void)cpu;
-	if ((rc = fc_check(d)))
+	if ((rc = bt_fc_desc_check(d)))
 		return rc;
 	if (d->bias && !b)
 		return bt_error(BT_ERR_INVALID, "fully connected with bias needs b");
@@ -1042,7 +987,7 @@ int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x
 {
 	int rc;
 	(void)cpu;
-	if ((rc = fc_check(d)))
+	if ((rc = bt_fc_desc_check(d)))
 		return rc;
 	if (d->bias && !db)
 		return bt_error(BT_ERR_INVALID, "fully connected with bias needs db");

@@ -85,4 +85,11 @@ int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x
 int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x, const float *dy,
 		  const float *w, float *dx /* NULL: not needed */, float *dw, float *db);
 
+/* The shape rules of the descriptors above, shared by every backend (lib/desc.c): BT_OK,
+ * or BT_ERR_INVALID with a message saying what is wrong. */
+int bt_conv_desc_check(const struct bt_conv_desc *d);
+int bt_bn_desc_check(const struct bt_bn_desc *d);
+int bt_pool_desc_check(const struct bt_pool_desc *d);
+int bt_fc_desc_check(const struct bt_fc_desc *d);
+
 #endif

@@ -176,69 +176,6 @@ static int dtype_check(int dtype)
 	return BT_OK;
 }
 
-/* ---- shape checks: the CPU backend's rules (lib/cpu.c), so both reject the same ------- */
-
-static int out_floor(int in, int k, int s, int p, int dil)
-{
-	int span = in + 2 * p - (k - 1) * dil - 1;
-	return span < 0 ? 0 : span / s + 1;
-}
-
-static int pool_size_ok(int in, int out, int k, int s, int p)
-{
-	int span = in + 2 * p - k, fl = out_floor(in, k, s, p, 1);
-	return fl > 0 && (out == fl || (out == (span + s - 1) / s + 1 && (out - 1) * s < in + p));
-}
-
-static int conv_check(const struct bt_conv_desc *d)
-{
-	if (dtype_check(d->dtype) < 0)
-		return BT_ERR_INVALID;
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
-	    d->cout <= 0 || d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 ||
-	    d->pw < 0 || d->dh <= 0 || d->dw <= 0 || d->groups <= 0 || d->c % d->groups ||
-	    d->cout % d->groups)
-		return bt_error(BT_ERR_INVALID, "bad convolution shape");
-	if (d->oh != out_floor(d->h, d->kh, d->sh, d->ph, d->dh) ||
-	    d->ow != out_floor(d->w, d->kw, d->sw, d->pw, d->dw))
-		return bt_error(BT_ERR_INVALID, "convolution output %dx%d does not follow from the input",
-				d->oh, d->ow);
-	return BT_OK;
-}
-
-static int bn_check(const struct bt_bn_desc *d)
-{
-	if (dtype_check(d->dtype) < 0)
-		return BT_ERR_INVALID;
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || !(d->eps >= 0))
-		return bt_error(BT_ERR_INVALID, "bad batch norm shape");
-	return BT_OK;
-}
-
-static int pool_check(const struct bt_pool_desc *d)
-{
-	if (dtype_check(d->dtype) < 0)
-		return BT_ERR_INVALID;
-	if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oh <= 0 || d->ow <= 0 ||
-	    d->kh <= 0 || d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 || d->pw < 0 ||
-	    d->ph >= d->kh || d->pw >= d->kw)
-		return bt_error(BT_ERR_INVALID, "bad pooling shape");
-	if (!pool_size_ok(d->h, d->oh, d->kh, d->sh, d->ph) ||
-	    !pool_size_ok(d->w, d->ow, d->kw, d->sw, d->pw))
-		return bt_error(BT_ERR_INVALID, "pooling output %dx%d does not follow from the input",
-				d->oh, d->ow);
-	return BT_OK;
-}
-
-static int fc_check(const struct bt_fc_desc *d)
-{
-	if (dtype_check(d->dtype) < 0)
-		return BT_ERR_INVALID;
-	if (d->n <= 0 || d->cin <= 0 || d->cout <= 0)
-		return bt_error(BT_ERR_INVALID, "bad fully connected shape");
-	return BT_OK;
-}
-
 /* ---- memory ------------------------------------------------------------------------------ */
 
 /* cudaMalloc with the bytes recorded: the table of live blocks is searched from its end on
@@ -588,7 +525,7 @@ static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const void *x, co
 	struct conv_entry *e;
 	int rc = BT_OK;
 
-	CHECK(conv_check(d));
+	CHECK(bt_conv_desc_check(d));
 	if (d->bias && !b) {
 		rc = bt_error(BT_ERR_INVALID, "convolution with bias needs b");
 		goto out;
@@ -612,7 +549,7 @@ static int g_conv_bwd_data(void *ctx, const struct bt_conv_desc *d, const void *
 	struct conv_entry *e;
 	int rc = BT_OK;
 
-	CHECK(conv_check(d));
+	CHECK(bt_conv_desc_check(d));
 	CHECK(conv_get(cu, d, &e));
 	CHECK(conv_algo(cu, e, BWD_DATA));
 	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[BWD_DATA]));
@@ -633,7 +570,7 @@ static int g_conv_bwd_weights(void *ctx, const struct bt_conv_desc *d, const voi
 	size_t nw = (size_t)d->cout * d->kh * d->kw * (d->c / (d->groups > 0 ? d->groups : 1));
 	int rc = BT_OK;
 
-	CHECK(conv_check(d));
+	CHECK(bt_conv_desc_check(d));
 	if (d->bias && !db) {
 		rc = bt_error(BT_ERR_INVALID, "convolution with bias needs db");
 		goto out;
@@ -671,7 +608,7 @@ out:
 static int bn_descs(struct bt_cuda *cu, const struct bt_bn_desc *d)
 {
 	int rc = BT_OK;
-	CHECK(bn_check(d));
+	CHECK(bt_bn_desc_check(d));
 	DNN(dl.cudnnSetTensor4dDescriptor(cu->bn_x, CUDNN_TENSOR_NHWC, dnn_type(d->dtype), d->n, d->c, d->h,
 				       d->w));
 	DNN(dl.cudnnDeriveBNTensorDescriptor(cu->bn_p, cu->bn_x, CUDNN_BATCHNORM_SPATIAL));
@@ -693,7 +630,7 @@ static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, 
 	int one = (size_t)d->n * d->h * d->w == 1, rc = BT_OK;
 
 	if (bn_own(d)) {
-		CHECK(bn_check(d));
+		CHECK(bt_bn_desc_check(d));
 		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 		KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
 				       save_invstd, y, cu->ws));
@@ -719,7 +656,7 @@ static int g_bn_fwd_infer(void *ctx, const struct bt_bn_desc *d, const void *x, 
 	int rc = BT_OK;
 
 	if (bn_own(d)) {
-		CHECK(bn_check(d));
+		CHECK(bt_bn_desc_check(d));
 		KERN(bt_k_bn_fwd_infer(cu->stream, d, x, gamma, beta, running_mean, running_var, y));
 		goto out;
 	}
@@ -739,7 +676,7 @@ static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, const 
 	int rc = BT_OK;
 
 	if (bn_own(d)) {
-		CHECK(bn_check(d));
+		CHECK(bt_bn_desc_check(d));
 		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 		KERN(bt_k_bn_bwd(cu->stream, d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, cu->ws));
 		goto out;
@@ -759,7 +696,7 @@ out:
 static size_t g_pool_ws_bytes(void *ctx, const struct bt_pool_desc *d)
 {
 	(void)ctx;
-	if (!d->max || pool_check(d))
+	if (!d->max || bt_pool_desc_check(d))
 		return 0;
 	return bt_k_pool_ws_bytes(d);
 }
@@ -769,7 +706,7 @@ static int g_pool_fwd(void *ctx, const struct bt_pool_desc *d, const void *x, vo
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(pool_check(d));
+	CHECK(bt_pool_desc_check(d));
 	if (d->max && !ws) {
 		rc = bt_error(BT_ERR_INVALID, "max pooling needs a workspace");
 		goto out;
@@ -785,7 +722,7 @@ static int g_pool_bwd(void *ctx, const struct bt_pool_desc *d, const void *dy, c
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(pool_check(d));
+	CHECK(bt_pool_desc_check(d));
 	if (d->max && !ws) {
 		rc = bt_error(BT_ERR_INVALID, "max pooling needs a workspace");
 		goto out;
@@ -829,7 +766,7 @@ static int g_fc_fwd(void *ctx, const struct bt_fc_desc *d, const void *x, const 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(fc_check(d));
+	CHECK(bt_fc_desc_check(d));
 	if (d->bias && !b) {
 		rc = bt_error(BT_ERR_INVALID, "fully connected with bias needs b");
 		goto out;
@@ -850,7 +787,7 @@ static int g_fc_bwd(void *ctx, const struct bt_fc_desc *d, const void *x, const 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(fc_check(d));
+	CHECK(bt_fc_desc_check(d));
 	if (d->bias && !db) {
 		rc = bt_error(BT_ERR_INVALID, "fully connected with bias needs db");
 		goto out;
