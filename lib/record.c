@@ -653,7 +653,8 @@ static int read_stream_footer(bt_record_reader *r, uint64_t footer_off)
 				(unsigned long long)r->index);
 	/* Offsets, then class names: grow the buffer as the lengths become known. */
 	len = 16 + 8 * n + 4;
-	if (!(f = malloc(len)))
+	/* + 4: the CRC that follows the names has room even when there are none */
+	if (!(f = malloc(len + 4)))
 		return bt_error(BT_ERR_NOMEM, "%s: footer too large", r->name);
 	memcpy(f, head, 16);
 	if (rd(r, f + 16, len - 16) != len - 16) {
