@@ -39,6 +39,6 @@ ablation: $(ABLATION_RUNS)
 define ablation_run
 $(OUT)/$(1)-seed$(2).json: $(TRAIN) $(TEST) $(OUT)/$(1).recipe
 	$$(call need,bt-train bt-eval)
-	$$(call bt_run,$(OUT)/$(1)-seed$(2),$(2),$$(RECIPE_$(1)))
+	$$(call bt_run,$(OUT)/$(1)-seed$(2),$(2),$$(RECIPE_$(1)),$(OUT)/$(1).recipe)
 endef
 $(foreach r,$(ROWS),$(foreach s,$(SEEDS),$(eval $(call ablation_run,$(r),$(s)))))

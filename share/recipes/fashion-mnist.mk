@@ -11,7 +11,8 @@
 # --bench`). LONG: at EPOCHS=40 one bt run is ~30 minutes and one PyTorch run ~42 on two
 # cores; the default three seeds take ~3 h 40 (share/recipes/README). Do not use make -j:
 # each run already uses both cores (THREADS). Finished runs are kept: an interrupted make
-# resumes at the first unfinished run, and changing a hyper-parameter below (or on the
+# resumes at the first unfinished run (a bt run stopped by SIGINT or SIGTERM continues from
+# its last checkpoint; a PyTorch run starts again), and changing a hyper-parameter below (or on the
 # command line) reruns only what it affects. Results land in OUT; `make ... clean` removes it.
 
 # ---- the recipe: every hyper-parameter, in this one place --------------------------------
@@ -111,21 +112,28 @@ $(OUT)/%.recipe: FORCE
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
 FORCE:
 
-# $(call bt_run,RUNDIR,SEED,OPTIONS): bt-train from scratch into RUNDIR, then bt-eval of its
-# last checkpoint on the test set into RUNDIR.json (the target). bt-train validates on the
-# test set every epoch as the PyTorch twin does; the figure compared is the last epoch's,
-# never the best.
+# $(call bt_run,RUNDIR,SEED,OPTIONS,STAMP): bt-train into RUNDIR, then bt-eval of its last
+# checkpoint on the test set into RUNDIR.json (the target). A run stopped part way (SIGINT or
+# SIGTERM save RUNDIR/last.btc) continues with bt-train --resume, unless the recipe changed
+# since its checkpoint (its STAMP, OUT/NAME.recipe, is then newer): then it starts again from scratch.
+# bt-train validates on the test set every epoch as the PyTorch twin does; the figure
+# compared is the last epoch's, never the best.
 define bt_run
-	rm -rf $(1)
-	$(BIN)/bt-train --model $(MODEL) --train $(TRAIN) --val $(TEST) -o $(1) --seed=$(2) \
-		-j $(THREADS) $(3)
+	if [ -f $(1)/last.btc ] && [ $(1)/last.btc -nt $(4) ]; then \
+		echo "continuing $(1) from its last checkpoint"; \
+		$(BIN)/bt-train --resume $(1) -j $(THREADS); \
+	else \
+		rm -rf $(1) && \
+		$(BIN)/bt-train --model $(MODEL) --train $(TRAIN) --val $(TEST) -o $(1) --seed=$(2) \
+			-j $(THREADS) $(3); \
+	fi
 	$(BIN)/bt-eval --json -j $(THREADS) $(1)/last.btc $(TEST) > $(1).json.tmp
 	mv -f $(1).json.tmp $(1).json
 endef
 
 $(OUT)/bt-seed%.json: $(TRAIN) $(TEST) $(OUT)/bench.recipe
 	$(call need,bt-train bt-eval)
-	$(call bt_run,$(OUT)/bt-seed$*,$*,$(RECIPE))
+	$(call bt_run,$(OUT)/bt-seed$*,$*,$(RECIPE),$(OUT)/bench.recipe)
 
 $(OUT)/torch-seed%.jsonl: $(OUT)/bench.recipe | params
 	@test -f $(DATA)/train-images-idx3-ubyte.gz || { echo "$(DATA): no Fashion-MNIST;" \
