@@ -83,7 +83,7 @@ TOOL_COMMON = cmd/tool.o
 UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source \
 	tests/unit/test_augment tests/unit/test_loader tests/unit/test_graph \
 	tests/unit/test_zoo tests/unit/test_cpu tests/unit/test_run tests/unit/test_train \
-	tests/unit/test_checkpoint tests/unit/test_mixed
+	tests/unit/test_checkpoint tests/unit/test_mixed tests/unit/test_input
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata tests/gen/mkckpt
 # CPU against CUDA, op by op and over training runs; without a device it says so and passes.
 GPU_TESTS = tests/gpu/test_cuda

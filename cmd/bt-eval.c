@@ -86,6 +86,7 @@ struct opts {
 	int top, per_class, logits, json, quiet, threads, batch;
 	int input_size, resize;  /* 0: the checkpoint's */
 	double crop_ratio;       /* 0: the checkpoint's */
+	int u8;                  /* uint8 batches, colour and normalisation on the device */
 };
 
 /* An output file written under a temporary name beside it and renamed at the end, so
@@ -478,6 +479,15 @@ static int evaluate(const struct opts *o)
 	lo.epochs = 1;
 	lo.shuffle = 0;
 	lo.cancel = &tool_interrupted;
+	if (o->u8) {
+		/* The GPU's data path: uint8 crops in page-locked memory from the workers,
+		 * normalised on the device (bt-train(1) does the same). */
+		lo.aug.format = BT_AUG_U8;
+		lo.aug.defer_colour = 1;
+		lo.data_alloc = be.i->host_alloc;
+		lo.data_free = be.i->host_free;
+		lo.data_ctx = be.ctx;
+	}
 	if ((st = bt_loader_open(&l, o->data, &lo)) < 0)
 		goto fail;
 	while ((st = bt_loader_next(l, &b)) > 0) {
@@ -489,8 +499,18 @@ static int evaluate(const struct opts *o)
 				      b->channels == 1 ? "" : "s", o->ckpt, mo.in_channels);
 			goto fail;
 		}
-		BT_ASSERT(b->format == BT_AUG_F32 && b->size == lo.aug.size);
-		if ((st = bt_run_forward(r, (const float *)b->data, (int)b->n, 0, 0)) < 0 ||
+		BT_ASSERT(b->format == lo.aug.format && b->size == lo.aug.size);
+		if (o->u8) {
+			struct bt_u8_batch in = {.x = b->data, .colour = b->colour, .n = (int)b->n,
+						 .size = (int)b->size, .channels = b->channels};
+			memcpy(in.mean, lo.aug.mean, sizeof in.mean);
+			memcpy(in.std, lo.aug.std, sizeof in.std);
+			st = bt_run_forward_u8(r, &in, 0, 0);
+		} else {
+			st = bt_run_forward(r, (const float *)b->data, (int)b->n, 0, 0);
+		}
+		/* The download waits for the device: the batch is free again after it. */
+		if (st < 0 ||
 		    (st = be.i->download(be.ctx, logits, bt_run_logits(r), (size_t)b->n * t.K * sizeof *logits)) < 0)
 			goto fail;
 		if ((st = score_batch(&t, b, logits, o->data, pred.fp, o->logits)) < 0)
@@ -619,6 +639,14 @@ int main(int argc, char **argv)
 		return tool_usage_error("--logits adds a column to --predictions FILE; give that too");
 	if (o.confusion && o.predictions && strcmp(o.confusion, o.predictions) == 0)
 		return tool_usage_error("--confusion and --predictions name the same file '%s'", o.confusion);
+	/* --device cuda takes the GPU's data path; BT_INPUT_U8 (0 or 1) chooses either path on
+	 * any device, to compare them. */
+	o.u8 = o.device && strncmp(o.device, "cuda", 4) == 0;
+	{
+		const char *e = getenv("BT_INPUT_U8");
+		if (e && *e && tool_parse_int("BT_INPUT_U8", e, 0, 1, &o.u8) < 0)
+			return 2;
+	}
 	tool_catch_signals();
 	return evaluate(&o);
 }

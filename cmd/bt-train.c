@@ -447,6 +447,7 @@ struct trainer {
 	struct recipe rc;
 	const char *rundir;
 	int threads, workers, quiet;
+	int u8;                            /* the data path of a GPU: uint8 crops, colour there */
 	struct bt_model_opts mo;
 	struct bt_aug_params train_aug, eval_aug;
 	struct bt_graph g;
@@ -604,6 +605,37 @@ static int link_in_run(struct trainer *t, const char *name, const char *as)
 	return st;
 }
 
+/* The GPU's data path (t->u8): the loader's workers crop, resize and flip into uint8
+ * batches in the backend's page-locked memory and leave colour, lighting and
+ * normalisation to the backend's input_u8, with the same draws. A stream (an augmented
+ * bt-aug output, maybe already normalised) keeps the float32 path. */
+static void loader_data_path(struct trainer *t, struct bt_loader_opts *lo)
+{
+	if (!t->u8 || lo->aug.identity)
+		return;
+	lo->aug.format = BT_AUG_U8;
+	lo->aug.defer_colour = 1;
+	lo->data_alloc = t->be.i->host_alloc;
+	lo->data_free = t->be.i->host_free;
+	lo->data_ctx = t->be.ctx;
+}
+
+/* A deferred-colour batch (b->colour set) as the run's input; aug gives the normalisation. */
+static void u8_batch(const struct bt_batch *b, const struct bt_aug_params *aug, int mixup, float lam,
+		     struct bt_u8_batch *in)
+{
+	memset(in, 0, sizeof *in);
+	in->x = b->data;
+	in->colour = b->colour;
+	in->n = (int)b->n;
+	in->size = (int)b->size;
+	in->channels = b->channels;
+	memcpy(in->mean, aug->mean, sizeof in->mean);
+	memcpy(in->std, aug->std, sizeof in->std);
+	in->mixup = mixup;
+	in->lam = lam;
+}
+
 /* Top-1, top-5 and the mean loss of the model on the validation records. */
 static int validate(struct trainer *t, double *top1, double *top5, double *loss)
 {
@@ -619,6 +651,7 @@ static int validate(struct trainer *t, double *top1, double *top5, double *loss)
 	lo.epochs = 1;
 	lo.aug = t->eval_aug;
 	lo.cancel = &tool_interrupted;
+	loader_data_path(t, &lo);
 	if ((st = bt_loader_open(&l, t->rc.val, &lo)) < 0)
 		return st;
 	while ((st = bt_loader_next(l, &b)) > 0) {
@@ -630,8 +663,15 @@ static int validate(struct trainer *t, double *top1, double *top5, double *loss)
 				      b->channels, t->mo.in_channels);
 			break;
 		}
-		if ((st = bt_run_forward(t->r, b->data, (int)b->n, 0, 0)) < 0 ||
-		    (st = bt_run_read_logits(t->r, t->logits, (int)b->n)) < 0)
+		if (b->colour) {
+			struct bt_u8_batch in;
+			u8_batch(b, &t->eval_aug, 0, 1, &in);
+			st = bt_run_forward_u8(t->r, &in, 0, 0);
+		} else {
+			st = bt_run_forward(t->r, b->data, (int)b->n, 0, 0);
+		}
+		/* Reading the logits waits for the device: the batch is free again after it. */
+		if (st < 0 || (st = bt_run_read_logits(t->r, t->logits, (int)b->n)) < 0)
 			break;
 		z = t->logits;
 		for (uint32_t i = 0; i < b->n; i++) {
@@ -791,18 +831,30 @@ static int step(struct trainer *t, const struct bt_batch *b, double lr, double *
 	const float *x = b->data;
 	float lam = 1;
 	size_t per = (size_t)b->size * b->size * b->channels;
+	uint64_t seed = bt_mix64(rc->seed ^ bt_mix64(t->pos.iteration));
+	int mix = rc->mixup && t->pos.epoch + (uint64_t)rc->mixup_off_epoch < (uint64_t)rc->num_epochs;
 
 	for (int i = 0; i < n; i++)
 		if (b->labels[i] < 0 || b->labels[i] >= K)
 			return bt_error(BT_ERR_FORMAT, "%s: record %llu has label %d, outside 0..%d", rc->train,
 					(unsigned long long)b->index[i], b->labels[i], K - 1);
-	if (rc->mixup && t->pos.epoch + (uint64_t)rc->mixup_off_epoch < (uint64_t)rc->num_epochs) {
+	if (mix)
 		lam = (float)bt_mixup_lambda(rc->seed, t->pos.iteration, rc->mixup_alpha);
-		memcpy(t->xbuf, x, (size_t)n * per * sizeof(float));
-		bt_mixup_batch(t->xbuf, n, per, lam);
-		x = t->xbuf;
+	if (b->colour) {
+		/* The backend mixes the normalised images, as bt_mixup_batch would have. The
+		 * loss below waits for the device, after which the batch is free again. */
+		struct bt_u8_batch in;
+		u8_batch(b, &t->train_aug, mix, lam, &in);
+		st = bt_run_forward_u8(t->r, &in, 1, seed);
+	} else {
+		if (mix) {
+			memcpy(t->xbuf, x, (size_t)n * per * sizeof(float));
+			bt_mixup_batch(t->xbuf, n, per, lam);
+			x = t->xbuf;
+		}
+		st = bt_run_forward(t->r, x, n, 1, seed);
 	}
-	if ((st = bt_run_forward(t->r, x, n, 1, bt_mix64(rc->seed ^ bt_mix64(t->pos.iteration)))) < 0)
+	if (st < 0)
 		return st;
 	if (rc->mixup || rc->label_smoothing > 0) {
 		bt_soft_targets(t->soft, b->labels, n, K, (float)rc->label_smoothing, lam);
@@ -917,6 +969,10 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 			goto fail;
 		}
 	}
+	/* The backend first: the loader's batches may live in its page-locked memory. */
+	if ((st = bt_backend_open(&t->be, rc->device, t->threads)) < 0)
+		goto fail;
+	loader_data_path(t, &lo);
 	if ((st = bt_loader_open(&l, rc->train, &lo)) < 0)
 		goto fail;
 	if (p->epoch < (uint64_t)rc->num_epochs && p->batch < t->bpe) {
@@ -945,17 +1001,18 @@ static int train(struct trainer *t, struct bt_ckpt *ck)
 	bt_model_defaults(rc->model, &t->mo);
 	bt_graph_init(&t->g);
 	if ((st = bt_model_build(&t->g, rc->model, &t->mo)) < 0 ||
-	    (st = bt_backend_open(&t->be, rc->device, t->threads)) < 0 ||
 	    (st = bt_run_new_dtype(&t->r, &t->g, &t->be, rc->batch_size, bt_dtype_parse(rc->dtype))) < 0)
 		goto fail;
 	{
 		size_t per = (size_t)t->train_aug.size * t->train_aug.size * t->mo.in_channels;
-		t->xbuf = malloc((size_t)rc->batch_size * per * sizeof(float));
+		/* The host's mixup buffer, for float32 batches only. */
+		int host_mix = lo.aug.format == BT_AUG_F32;
+		t->xbuf = host_mix ? malloc((size_t)rc->batch_size * per * sizeof(float)) : NULL;
 		t->soft = malloc((size_t)rc->batch_size * t->K * sizeof(float));
 		t->logits = malloc((size_t)rc->batch_size * t->K * sizeof(float));
 		t->hparams = calloc(t->g.nfloats ? t->g.nfloats : 1, sizeof(float)); /* zero gaps */
 		t->hmom = calloc(t->g.nfloats ? t->g.nfloats : 1, sizeof(float));
-		if (!t->xbuf || !t->soft || !t->logits || !t->hparams || !t->hmom) {
+		if ((host_mix && !t->xbuf) || !t->soft || !t->logits || !t->hparams || !t->hmom) {
 			st = bt_error(BT_ERR_NOMEM, "out of memory for a batch");
 			goto fail;
 		}
@@ -1489,6 +1546,14 @@ int main(int argc, char **argv)
 	{
 		const char *e = getenv("BT_TRAIN_SIGNAL_AT");
 		if (e && *e && tool_parse_u64("BT_TRAIN_SIGNAL_AT", e, 1, UINT64_MAX, &t.signal_at) < 0)
+			return 2;
+	}
+	/* --device cuda takes the GPU's data path; BT_INPUT_U8 (0 or 1) chooses either path on
+	 * any device, to compare them. */
+	t.u8 = strncmp(t.rc.device, "cuda", 4) == 0;
+	{
+		const char *e = getenv("BT_INPUT_U8");
+		if (e && *e && tool_parse_int("BT_INPUT_U8", e, 0, 1, &t.u8) < 0)
 			return 2;
 	}
 	rv = train(&t, resume ? &ck : NULL);

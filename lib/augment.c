@@ -24,6 +24,10 @@
  *   is at least twice the output in both directions.
  * - Lighting alphas use Box-Muller on bt_rng_uniform: z0, z1 = r cos, r sin of one pair
  *   of uniforms and z2 = r cos of a second pair (4 uniforms per image).
+ * - Deferred colour (a GPU's data path) stops at the rounded uint8 crop, keeping its
+ *   column sums for the mean colour; bt_aug_colour_affine and bt_aug_colour_apply are
+ *   this file's own colour stage (the same folding into a matrix, the same float order),
+ *   so the two halves give the whole transform's bits.
  */
 #include "augment.h"
 #include "bt.h"
@@ -102,6 +106,8 @@ int bt_aug_check(const struct bt_aug_params *p)
 	}
 	if (p->format != BT_AUG_U8 && p->format != BT_AUG_F32 && p->format != BT_AUG_F16)
 		return bt_error(BT_ERR_INVALID, "unknown output format %d", p->format);
+	if (p->defer_colour && p->format != BT_AUG_U8)
+		return bt_error(BT_ERR_INVALID, "deferred colour needs uint8 output");
 	return BT_OK;
 }
 
@@ -620,9 +626,9 @@ static const double eigvec[3][3] = {
 	{ -0.5836, -0.6948, 0.4203 },
 };
 
-static void colour_affine(const struct bt_aug_draw *d, int C, const double mu[3],
-			  double m[3][3], double v[3])
+static void colour_affine(const struct bt_aug_colour *d, int C, double m[3][3], double v[3])
 {
+	const double *mu = d->mean;
 	double gm, t[3][3], tv[3];
 	int op, i, j, k;
 
@@ -680,73 +686,162 @@ static void colour_affine(const struct bt_aug_draw *d, int C, const double mu[3]
 				v[i] += eigvec[i][j] * d->alpha[j] * eigval[j];
 }
 
-static int colour_needed(const struct bt_aug_draw *d, int C)
+static int colour_needed(const struct bt_aug_colour *d, int C)
 {
 	return d->brightness != 1 || d->contrast != 1 ||
 	       (C == 3 && (d->saturation != 1 || d->alpha[0] != 0 || d->alpha[1] != 0 ||
 			   d->alpha[2] != 0));
 }
 
-/* Applies M x + v (normalised for float formats) to img, a row at a time. Per element of
- * an interleaved row, channel c = i % 3 reads x[i - c .. i - c + 2], i.e. a 5-tap stencil
- * x[i - 2 .. i + 2] with per-element weights (zero where a tap belongs to another pixel),
- * which vectorises where a per-pixel 3x3 product would not. */
-static void colour_apply(const struct bt_aug_params *p, int simd, const uint8_t *img, int C,
-			 double m[3][3], const double v[3], void *out, float *pat)
+/* Nothing left to do. */
+static void colour_neutral(struct bt_aug_colour *c)
 {
-	const size_t S = p->size, n = S * (size_t)C;
-	const size_t esize = p->format == BT_AUG_U8 ? 1 : p->format == BT_AUG_F32 ? 4 : 2;
+	memset(c, 0, sizeof *c);
+	c->brightness = c->contrast = c->saturation = 1;
+	for (int i = 0; i < 3; i++)
+		c->order[i] = i;
+}
+
+/* The draw's colour operations, for a crop of mean colour mu. */
+static void colour_of_draw(const struct bt_aug_draw *d, const double mu[3], struct bt_aug_colour *c)
+{
+	colour_neutral(c);
+	c->brightness = d->brightness;
+	c->contrast = d->contrast;
+	c->saturation = d->saturation;
+	for (int i = 0; i < 3; i++) {
+		c->order[i] = d->order[i];
+		c->alpha[i] = d->alpha[i];
+		c->mean[i] = mu[i];
+	}
+}
+
+void bt_aug_colour_affine(const struct bt_aug_colour *col, int C, const float *mean,
+			  const float *std, struct bt_aug_affine *a)
+{
+	double m[3][3], v[3];
+	int c, j;
+
+	memset(a, 0, sizeof *a);
+	for (c = 0; c < 3; c++) {
+		a->mean[c] = mean ? mean[c] : 0.0f;
+		a->inv[c] = mean ? 1.0f / std[c] : 1.0f;
+	}
+	if (!(a->colour = colour_needed(col, C)))
+		return;
+	colour_affine(col, C, m, v);
+	/* The normalisation folds in, in double, then each constant rounds once. */
+	for (c = 0; c < C; c++) {
+		double sc = mean ? 1.0 / std[c] : 1, mn = mean ? mean[c] : 0;
+		for (j = 0; j < C; j++)
+			a->w[c][j] = (float)(m[c][j] * sc);
+		a->b[c] = (float)((v[c] - mn) * sc);
+	}
+}
+
+/* Applies the map a (colour 1) to img, a row at a time. Per element of an interleaved
+ * row, channel c = i % 3 reads x[i - c .. i - c + 2], i.e. a 5-tap stencil x[i - 2 .. i + 2]
+ * with per-element weights (zero where a tap belongs to another pixel), which vectorises
+ * where a per-pixel 3x3 product would not. */
+static void colour_apply(const struct bt_aug_affine *a, int simd, const uint8_t *img, size_t S,
+			 int C, int format, void *out, float *pat)
+{
+	const size_t n = S * (size_t)C;
+	const size_t esize = format == BT_AUG_U8 ? 1 : format == BT_AUG_F32 ? 4 : 2;
 	float *xf = pat + 6 * n; /* (n + 4,) */
 	size_t i, y;
 	int c, j;
 
 	for (c = 0; c < C; c++) {
-		double s = p->format == BT_AUG_U8 ? 1 : 1.0 / p->std[c];
-		double mean = p->format == BT_AUG_U8 ? 0 : p->mean[c];
 		for (i = (size_t)c; i < n; i += (size_t)C) {
 			for (j = 0; j < 5; j++)
 				pat[j * n + i] = 0;
 			for (j = 0; j < C; j++)
-				pat[(2 - c + j) * n + i] = (float)(m[c][j] * s);
-			pat[5 * n + i] = (float)((v[c] - mean) * s);
+				pat[(2 - c + j) * n + i] = a->w[c][j];
+			pat[5 * n + i] = a->b[c];
 		}
 	}
 	xf[0] = xf[1] = xf[n + 2] = xf[n + 3] = 0;
 	for (y = 0; y < S; y++) {
 		uint8_t *o = (uint8_t *)out + y * n * esize;
 #if BT_X86
-		if (simd == 2 || (simd && p->format != BT_AUG_F16)) {
-			colour_row_avx2(img + y * n, n, pat, xf, p->format, o);
+		if (simd == 2 || (simd && format != BT_AUG_F16)) {
+			colour_row_avx2(img + y * n, n, pat, xf, format, o);
 			continue;
 		}
 #endif
-		colour_row(img + y * n, n, pat, xf, p->format, o);
+		colour_row(img + y * n, n, pat, xf, format, o);
 	}
 }
 
+int bt_aug_colour_apply(const struct bt_aug_affine *a, const uint8_t *img, uint32_t size, int C,
+			int format, void *out, struct bt_aug_scratch *s)
+{
+	const size_t S = size, n = S * (size_t)C;
+	const size_t esize = format == BT_AUG_U8 ? 1 : format == BT_AUG_F32 ? 4 : 2;
+	const int simd = simd_level();
+	int32_t *acc;
+	float *pat;
+	size_t i, y;
+	int rc;
+
+	if (size < 1 || size > BT_AUG_MAX_SIZE || (C != 1 && C != 3) ||
+	    (format != BT_AUG_U8 && format != BT_AUG_F32 && format != BT_AUG_F16))
+		return bt_error(BT_ERR_INVALID, "colour: bad parameters (size %u, %d channels, format %d)",
+				(unsigned)size, C, format);
+	if ((rc = reserve(&s->pat, (7 * n + 4) * sizeof(float))) != BT_OK ||
+	    (rc = reserve(&s->acc, n * sizeof(int32_t))) != BT_OK)
+		return rc;
+	pat = s->pat.p;
+	if (a->colour) {
+		colour_apply(a, simd, img, S, C, format, out, pat);
+		return BT_OK;
+	}
+	/* Normalisation alone: the pixels back in the resampler's fixed point, so that the
+	 * output stage is the very one bt_aug_apply uses. */
+	acc = s->acc.p;
+	for (i = 0; i < n; i++) {
+		pat[i] = a->mean[i % (size_t)C];
+		pat[n + i] = a->inv[i % (size_t)C];
+	}
+	for (y = 0; y < S; y++) {
+		const uint8_t *x = img + y * n;
+		for (i = 0; i < n; i++)
+			acc[i] = (int32_t)x[i] << BT_RESAMPLE_BITS;
+		emit_row(simd, format, acc, (uint8_t *)out + y * n * esize, n, pat, pat + n);
+	}
+	return BT_OK;
+}
+
 /* Resamples the box (in the coordinates of src, an image of sw x sh pixels of which src
- * holds the rows and columns from (ox, oy) on) to the output, flips, colours, converts. */
+ * holds the rows and columns from (ox, oy) on) to the output, flips, colours, converts.
+ * With p->defer_colour the output is the uint8 crop and col (when not NULL) gets the
+ * colour operations and the crop's mean colour. */
 static int transform(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		     const uint8_t *src, size_t stride, uint32_t ox, uint32_t oy, int C,
-		     void *out, struct bt_aug_scratch *s)
+		     void *out, struct bt_aug_colour *col, struct bt_aug_scratch *s)
 {
 	const size_t S = p->size, n = S * (size_t)C;
 	const size_t esize = p->format == BT_AUG_U8 ? 1 : p->format == BT_AUG_F32 ? 4 : 2;
-	const int colour = colour_needed(d, C), simd = simd_level();
-	double mu[3] = { 0, 0, 0 }, m[3][3], v[3];
+	const int defer = p->defer_colour, simd = simd_level();
+	struct bt_aug_colour c;
+	struct bt_aug_affine a;
+	double mu[3] = { 0, 0, 0 };
 	uint32_t rows, y, *sums;
 	uint8_t *mid, *img;
 	int32_t *acc;
 	float *pat;
 	size_t i;
-	int rc;
+	int rc, colour;
 
+	colour_of_draw(d, mu, &c);
+	colour = colour_needed(&c, C);
 	rows = (uint32_t)(s->tv->last - s->tv->first);
 	if ((rc = reserve(&s->mid, (size_t)rows * n)) != BT_OK ||
 	    (rc = reserve(&s->acc, n * sizeof(int32_t))) != BT_OK ||
 	    (rc = reserve(&s->pat, (7 * n + 4) * sizeof(float))) != BT_OK)
 		return rc;
-	if (colour && ((rc = reserve(&s->img, S * n)) != BT_OK ||
+	if (colour && ((!defer && (rc = reserve(&s->img, S * n)) != BT_OK) ||
 		       (rc = reserve(&s->sums, n * sizeof(uint32_t))) != BT_OK))
 		return rc;
 	mid = s->mid.p;
@@ -755,6 +850,32 @@ static int transform(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 
 	bt_resample_h(src + (size_t)(s->tv->first - (int32_t)oy) * stride, stride, (int32_t)ox,
 		      rows, C, s->th, d->flip, mid);
+
+	if (defer) {
+		/* The crop as the colour path below keeps it (img), its column sums only when
+		 * contrast will need the mean. */
+		sums = colour ? s->sums.p : NULL;
+		if (sums)
+			memset(sums, 0, n * sizeof *sums);
+		for (y = 0; y < S; y++) {
+			bt_resample_v_row(mid, n, s->tv->first, s->tv, y, acc);
+#if BT_X86
+			if (simd) {
+				emit_u8_avx2(acc, (uint8_t *)out + y * n, n, sums);
+				continue;
+			}
+#endif
+			emit_u8(acc, (uint8_t *)out + y * n, n, sums);
+		}
+		if (col) {
+			for (i = 0; sums && i < n; i++)
+				mu[i % C] += sums[i];
+			for (i = 0; sums && i < (size_t)C; i++)
+				mu[i] /= (double)S * S;
+			colour_of_draw(d, mu, col);
+		}
+		return BT_OK;
+	}
 
 	if (!colour) {
 		for (i = 0; i < n && p->format != BT_AUG_U8; i++) {
@@ -787,8 +908,9 @@ static int transform(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		mu[i % C] += sums[i];
 	for (i = 0; i < (size_t)C; i++)
 		mu[i] /= (double)S * S;
-	colour_affine(d, C, mu, m, v);
-	colour_apply(p, simd, img, C, m, v, out, pat);
+	colour_of_draw(d, mu, &c);
+	bt_aug_colour_affine(&c, C, p->format == BT_AUG_U8 ? NULL : p->mean, p->std, &a);
+	colour_apply(&a, simd, img, S, C, p->format, out, pat);
 	return BT_OK;
 }
 
@@ -864,16 +986,27 @@ static int apply_identity(const struct bt_aug_params *p, const struct bt_record 
 int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		 const struct bt_record *rec, void *out, struct bt_aug_scratch *s)
 {
+	return bt_aug_apply_deferred(p, d, rec, out, NULL, s);
+}
+
+int bt_aug_apply_deferred(const struct bt_aug_params *p, const struct bt_aug_draw *d,
+			  const struct bt_record *rec, void *out, struct bt_aug_colour *col,
+			  struct bt_aug_scratch *s)
+{
 	struct bt_image im = { 0 };
 	uint32_t width, height;
 	double tol;
 	int C, rc, denom = 1;
 
+	if (col)
+		colour_neutral(col);
 	/* What would overrun out if it were wrong; bt_aug_check does the rest. */
 	if (p->size < 1 || p->size > BT_AUG_MAX_SIZE ||
-	    (p->format != BT_AUG_U8 && p->format != BT_AUG_F32 && p->format != BT_AUG_F16))
-		return bt_error(BT_ERR_INVALID, "bad parameters (size %u, format %d)",
-				(unsigned)p->size, p->format);
+	    (p->format != BT_AUG_U8 && p->format != BT_AUG_F32 && p->format != BT_AUG_F16) ||
+	    (p->defer_colour && p->format != BT_AUG_U8))
+		return bt_error(BT_ERR_INVALID, "bad parameters (size %u, format %d%s)",
+				(unsigned)p->size, p->format,
+				p->defer_colour ? ", deferred colour" : "");
 	if (p->identity)
 		return apply_identity(p, rec, out);
 	if (rec->kind != BT_PAYLOAD_JPEG && rec->kind != BT_PAYLOAD_PNG &&
@@ -904,7 +1037,7 @@ int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 					(unsigned)width, C);
 		if ((rc = plan(p, d, 1, width, height, s)) != BT_OK)
 			return rc;
-		return transform(p, d, rec->data, (size_t)width * C, 0, 0, C, out, s);
+		return transform(p, d, rec->data, (size_t)width * C, 0, 0, C, out, col, s);
 	}
 
 	if (p->max_pixels && (uint64_t)width * height > p->max_pixels)
@@ -926,7 +1059,7 @@ int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		}
 		if ((rc = plan(p, d, 1, width, height, s)) != BT_OK)
 			goto out;
-		rc = transform(p, d, im.pixels, (size_t)width * 3, 0, 0, 3, out, s);
+		rc = transform(p, d, im.pixels, (size_t)width * 3, 0, 0, 3, out, col, s);
 		goto out;
 	}
 
@@ -950,7 +1083,7 @@ int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		if ((rc = bt_jpeg_decode_region(s->jpeg, rec->data, rec->size, &r, &s->region,
 						&s->region_cap)) != BT_OK)
 			goto out;
-		rc = transform(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, 3, out, s);
+		rc = transform(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, 3, out, col, s);
 	}
 out:
 	bt_image_free(&im);

@@ -18,6 +18,14 @@
  * (1 or 3). For 1-channel images saturation and lighting do nothing. BT_AUG_U8 applies
  * everything but normalisation and rounds to uint8 (values clamped to 0..255); BT_AUG_F32 and
  * BT_AUG_F16 also normalise: (x - mean) / std, with x in 0..255 unclamped.
+ *
+ * Deferred colour (defer_colour, uint8 output only): the output is the resampled crop
+ * alone, and bt_aug_apply_deferred returns what the colour operations, lighting and
+ * normalisation need (struct bt_aug_colour: the draw's factors, order and alphas, and the
+ * crop's mean colour), so that they can run elsewhere (on a GPU, backend.h's input_u8).
+ * bt_aug_colour_affine turns that into a per-pixel affine map and bt_aug_colour_apply
+ * applies it as bt_aug_apply does: crop then colour gives the same bits as the whole
+ * transform, in every output format.
  */
 #ifndef BT_AUGMENT_H
 #define BT_AUGMENT_H
@@ -46,6 +54,8 @@ struct bt_aug_params {
 	int identity;                  /* the images are already augmented (a bt-aug stream): each
 					* must be size x size; raw uint8 pixels are only normalised,
 					* f32 and f16 tensors (already normalised) only converted */
+	int defer_colour;              /* BT_AUG_U8 only: leave out brightness, contrast,
+					* saturation and lighting (see bt_aug_apply_deferred) */
 };
 
 /* The random choices for one image, and the crop box they imply. */
@@ -57,6 +67,69 @@ struct bt_aug_draw {
 	int order[3];          /* order of the three colour ops: 0 brightness, 1 contrast, 2 saturation */
 	float alpha[3];        /* lighting */
 };
+
+/* The colour operations left to apply to a crop (defer_colour): the draw's, and the mean
+ * of each channel of the uint8 crop (contrast blends towards the mean grey). Neutral
+ * (factors 1, order 0 1 2, alphas 0) when nothing is left to do. */
+struct bt_aug_colour {
+	float brightness, contrast, saturation;
+	int32_t order[3];
+	float alpha[3];
+	int32_t pad_;
+	double mean[3];        /* 0..255; 0 when no colour operation reads it */
+};
+
+/* One image's colour operations, lighting and normalisation as a per-pixel map of its
+ * uint8 values, in float32 (lib/augment.c's rounding, which a GPU kernel reproduces):
+ *   colour 0: y_c = (x_c - mean_c) * inv_c
+ *   colour 1: y_c = t_0 + t_1 + t_2 + t_3 + t_4 + b_c, added left to right, where for the
+ *             five taps j = 0..4 t_j = w_c,k * x_k with k = j - 2 + c when 0 <= k < C,
+ *             and t_j = +0 otherwise (x_k the pixel's channels; every product and sum
+ *             rounded on its own, no fused multiply-add). */
+struct bt_aug_affine {
+	float w[3][3];         /* w[c][k]: channel k of the pixel into output channel c */
+	float b[3];
+	float mean[3], inv[3];
+	int32_t colour;
+};
+
+/* That formula for channel c of one pixel px (its C values), written once for the host
+ * and for CUDA's input kernel (lib/cuda/kernels.cu), whose device code rounds each
+ * operation on its own with the _rn intrinsics (nvcc would otherwise fuse them); host code
+ * is built without fused multiply-adds. tests/unit/test_input.c holds it to
+ * bt_aug_colour_apply. */
+#ifdef __CUDACC__
+#define BT_AUG_HD __host__ __device__
+#else
+#define BT_AUG_HD
+#endif
+#ifdef __CUDA_ARCH__
+#define BT_AUG_MUL(a, b) __fmul_rn((a), (b))
+#define BT_AUG_ADD(a, b) __fadd_rn((a), (b))
+#define BT_AUG_SUB(a, b) __fsub_rn((a), (b))
+#else
+#define BT_AUG_MUL(a, b) ((a) * (b))
+#define BT_AUG_ADD(a, b) ((a) + (b))
+#define BT_AUG_SUB(a, b) ((a) - (b))
+#endif
+
+static inline BT_AUG_HD float bt_aug_affine_value(const struct bt_aug_affine *a, const uint8_t *px, int c,
+						  int C)
+{
+	float t[5], v;
+	int j;
+	if (!a->colour)
+		return BT_AUG_MUL(BT_AUG_SUB((float)px[c], a->mean[c]), a->inv[c]);
+	for (j = 0; j < 5; j++) {
+		int k = j - 2 + c;
+		t[j] = k >= 0 && k < C ? BT_AUG_MUL(a->w[c][k], (float)px[k]) : 0.0f;
+	}
+	v = BT_AUG_ADD(t[0], t[1]);
+	v = BT_AUG_ADD(v, t[2]);
+	v = BT_AUG_ADD(v, t[3]);
+	v = BT_AUG_ADD(v, t[4]);
+	return BT_AUG_ADD(v, a->b[c]);
+}
 
 /* The paper's values (train selects the transform). */
 void bt_aug_defaults(struct bt_aug_params *p, int train);
@@ -90,6 +163,24 @@ size_t bt_aug_out_bytes(const struct bt_aug_params *p, int channels);
  * BT_ERR_IMAGE; other payload kinds are BT_ERR_UNSUPPORTED. */
 int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 		 const struct bt_record *rec, void *out, struct bt_aug_scratch *s);
+
+/* bt_aug_apply that also says in *col (when not NULL) which colour operations are left:
+ * with p->defer_colour, the draw's and the crop's mean colour; otherwise none. */
+int bt_aug_apply_deferred(const struct bt_aug_params *p, const struct bt_aug_draw *d,
+			  const struct bt_record *rec, void *out, struct bt_aug_colour *col,
+			  struct bt_aug_scratch *s);
+
+/* The map of col for a C-channel image: normalised by mean and std (3 each, one per
+ * channel), or, with mean NULL, in 0..255 (uint8 output). Colour operations fold into
+ * one 3x3 matrix and offset exactly as bt_aug_apply folds them. */
+void bt_aug_colour_affine(const struct bt_aug_colour *col, int C, const float *mean,
+			  const float *std, struct bt_aug_affine *a);
+
+/* Applies a to img, a size x size x C uint8 crop, into out in format: BT_AUG_F32 and
+ * BT_AUG_F16 as computed, BT_AUG_U8 rounded and clamped to 0..255 (with a map made
+ * without normalisation). The same bits as bt_aug_apply's colour and output stage. */
+int bt_aug_colour_apply(const struct bt_aug_affine *a, const uint8_t *img, uint32_t size, int C,
+			int format, void *out, struct bt_aug_scratch *s);
 
 /* IEEE half precision, round to nearest even. */
 uint16_t bt_f32_to_f16(float f);

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "augment.h"
 #include "cpu.h"
 #include "mixed.h"
 
@@ -32,6 +33,18 @@
 struct bt_sgd_range {
 	size_t offset, count;  /* in floats within the arena */
 	int decay;             /* 1: weight decay applies */
+};
+
+/* A batch as the loader gives it for a device (aug.defer_colour): uint8 crops, and for
+ * each the colour operations, lighting and normalisation still to apply, with mixup on
+ * top. All of it in host memory. */
+struct bt_u8_batch {
+	const uint8_t *x;                   /* (n, size, size, channels) */
+	const struct bt_aug_colour *colour; /* (n); NULL: normalisation alone */
+	int n, size, channels;              /* channels 1 or 3 */
+	float mean[3], std[3];              /* the normalisation, by channel */
+	int mixup;                          /* 1: x_i = lam x_i + (1 - lam) x_(n-1-i) after */
+	float lam;
 };
 
 struct bt_backend_i {
@@ -134,12 +147,35 @@ struct bt_backend_i {
 	/* Optional (NULL: the process's own memory, nothing to report): bytes of device memory
 	 * the backend's allocations and workspaces hold now, and held at most so far. */
 	int (*memory)(void *ctx, size_t *now, size_t *peak);
+
+	/* Optional (NULL: malloc and free): host memory the backend copies from fastest
+	 * (page-locked on CUDA, so that input_u8's copy runs asynchronously). Any thread may
+	 * call them (the loader's workers do); NULL when out of memory. */
+	void *(*host_alloc)(void *ctx, size_t bytes);
+	void (*host_free)(void *ctx, void *p);
+
+	/* The network's input from a uint8 batch: y (n, size, size, channels) of dtype is
+	 * each crop through bt_aug_colour_affine(colour_i, channels, mean, std) and
+	 * bt_aug_colour_apply in float32 (the same bits as lib/augment's float32 output),
+	 * then, with mixup, lam y_i + (1 - lam) y_(n-1-i) in float32 as bt_mixup_batch
+	 * computes it, rounded once to dtype (float32, float16 or bfloat16 on every
+	 * backend, so that the CPU's is the reference). A backend that queues work may read
+	 * in->x after returning: the caller keeps the batch unchanged until a call that waits
+	 * for the queue (a download, the loss) has returned. */
+	int (*input_u8)(void *ctx, int dtype, const struct bt_u8_batch *in, void *y);
 };
 
 struct bt_backend {
 	const struct bt_backend_i *i;
 	void *ctx;
 };
+
+/* The shape rules of a uint8 batch (x given, n, size >= 1, channels 1 or 3). */
+static inline int bt_u8_batch_ok(const struct bt_u8_batch *in)
+{
+	return in->x && in->n >= 1 && in->size >= 1 && in->size <= 65535 &&
+	       (in->channels == 1 || in->channels == 3);
+}
 
 /* The CPU backend (oneDNN and plain C) with up to `threads` threads (0: all). */
 int bt_backend_cpu(struct bt_backend *be, int threads);

@@ -6,7 +6,8 @@
  * It computes in float32 only: an op given float16 or bfloat16 fails with
  * BT_ERR_UNSUPPORTED ("float16 needs --device cuda ..."), and `supports` says so
  * beforehand. Its cast, between every pair of types through mixed.h's and augment.h's
- * conversions, is the reference the CUDA backend's cast is checked against.
+ * conversions, is the reference the CUDA backend's cast is checked against, and so is its
+ * input_u8 (lib/augment's colour stage itself, in every type).
  */
 #define _GNU_SOURCE
 #include "augment.h"
@@ -14,6 +15,7 @@
 #include "bt.h"
 #include "mixed.h"
 #include "rng.h"
+#include "train.h"
 
 #include <math.h>
 #include <omp.h>
@@ -341,6 +343,57 @@ static int c_cast(void *ctx, const void *x, int xt, void *y, int yt, size_t n, f
 	return BT_OK;
 }
 
+/* lib/augment's colour and output stage image by image (bt_aug_colour_apply, a scratch per
+ * thread), bt_mixup_batch for mixup, then one rounding to dtype: by construction the bits
+ * of the loader's float32 output mixed on the host, which the tests check. */
+static int c_input_u8(void *ctx, int dtype, const struct bt_u8_batch *in, void *y)
+{
+	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 } };
+	size_t per, total;
+	float *f;
+	int failed = 0;
+
+	(void)ctx;
+	if (!bt_dtype_size(dtype) || !bt_u8_batch_ok(in))
+		return bt_error(BT_ERR_INVALID, "input: dtype %d, %d images of %dx%dx%d", dtype, in->n,
+				in->size, in->size, in->channels);
+	per = (size_t)in->size * in->size * (size_t)in->channels;
+	total = per * (size_t)in->n;
+	f = dtype == BT_DTYPE_F32 ? y : malloc(total * sizeof *f);
+	if (!f)
+		return bt_error(BT_ERR_NOMEM, "out of memory for the input (%zu floats)", total);
+#pragma omp parallel
+	{
+		struct bt_aug_scratch *s = bt_aug_scratch_new();
+#pragma omp for schedule(static)
+		for (int i = 0; i < in->n; i++) {
+			struct bt_aug_affine a;
+			bt_aug_colour_affine(in->colour ? &in->colour[i] : &neutral, in->channels, in->mean,
+					     in->std, &a);
+			if (!s || bt_aug_colour_apply(&a, in->x + (size_t)i * per, (uint32_t)in->size,
+						      in->channels, BT_AUG_F32, f + (size_t)i * per, s) < 0) {
+#pragma omp atomic write
+				failed = 1;
+			}
+		}
+		bt_aug_scratch_free(s);
+	}
+	if (failed) {
+		if (f != y)
+			free(f);
+		return bt_error(BT_ERR_NOMEM, "out of memory for the input's scratch");
+	}
+	if (in->mixup)
+		bt_mixup_batch(f, in->n, per, in->lam);
+	if (f != y) {
+#pragma omp parallel for schedule(static)
+		for (size_t i = 0; i < total; i++)
+			store_float(y, dtype, i, f[i]);
+		free(f);
+	}
+	return BT_OK;
+}
+
 static int c_nonfinite(void *ctx, const float *x, size_t n, int *found)
 {
 	int bad = 0;
@@ -451,6 +504,9 @@ static const struct bt_backend_i cpu_backend = {
 	.nonfinite = c_nonfinite,
 	.sync = NULL,
 	.memory = NULL,
+	.host_alloc = NULL,
+	.host_free = NULL,
+	.input_u8 = c_input_u8,
 };
 
 int bt_backend_cpu(struct bt_backend *be, int threads)

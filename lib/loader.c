@@ -85,7 +85,7 @@ static int slot_fail(struct slot *s, int st)
 	return st;
 }
 
-static int slot_alloc(struct slot *s, uint32_t batch)
+static int slot_alloc(struct slot *s, uint32_t batch, int defer)
 {
 	s->recs = calloc(batch, sizeof *s->recs);
 	s->recidx = calloc(batch, sizeof *s->recidx);
@@ -97,8 +97,10 @@ static int slot_alloc(struct slot *s, uint32_t batch)
 	s->b.nsoft = calloc(batch, sizeof *s->b.nsoft);
 	s->b.crc = calloc(batch, sizeof *s->b.crc);
 	s->b.skip_msgs = calloc(batch, sizeof *s->b.skip_msgs);
+	if (defer)
+		s->b.colour = calloc(batch, sizeof *s->b.colour);
 	if (!s->recs || !s->recidx || !s->pay || !s->paycap || !s->b.labels || !s->b.ids ||
-	    !s->b.index || !s->b.nsoft || !s->b.crc || !s->b.skip_msgs)
+	    !s->b.index || !s->b.nsoft || !s->b.crc || !s->b.skip_msgs || (defer && !s->b.colour))
 		return bt_error(BT_ERR_NOMEM, "out of memory for the loader's batches");
 	return BT_OK;
 }
@@ -117,8 +119,18 @@ static void slot_reset(struct slot *s)
 	s->state = SLOT_FREE;
 }
 
-static void slot_free(struct slot *s, uint32_t batch)
+static void data_free(const struct bt_loader_opts *o, void *p)
 {
+	if (o->data_free)
+		o->data_free(o->data_ctx, p);
+	else
+		free(p);
+}
+
+static void slot_free(struct slot *s, const struct bt_loader_opts *o)
+{
+	uint32_t batch = o->batch;
+
 	slot_reset(s);
 	for (uint32_t i = 0; s->pay && i < batch; i++)
 		free(s->pay[i]);
@@ -127,7 +139,9 @@ static void slot_free(struct slot *s, uint32_t batch)
 	free(s->recs);
 	free(s->recidx);
 	free(s->recsoft);
-	free(s->b.data);
+	if (s->b.data)
+		data_free(o, s->b.data);
+	free(s->b.colour);
 	free(s->b.labels);
 	free(s->b.ids);
 	free(s->b.index);
@@ -268,7 +282,17 @@ static int decode(bt_loader *l, struct slot *s, struct bt_aug_scratch *scr)
 	b->channels = C;
 	b->format = p->format;
 	if (need > s->datacap) {
-		void *d = realloc(b->data, need);
+		/* The old contents need not survive: a custom allocator gets a fresh block. */
+		void *d;
+		if (l->o.data_alloc) {
+			if (b->data)
+				data_free(&l->o, b->data);
+			b->data = NULL;
+			s->datacap = 0;
+			d = l->o.data_alloc(l->o.data_ctx, need);
+		} else {
+			d = realloc(b->data, need);
+		}
 		if (!d)
 			return slot_fail(s, bt_error(BT_ERR_NOMEM, "out of memory for a batch of %zu bytes", need));
 		b->data = d;
@@ -297,7 +321,8 @@ static int decode(bt_loader *l, struct slot *s, struct bt_aug_scratch *scr)
 		} else {
 			bt_loader_rng(&g, l->o.seed, b->epoch, s->recidx[i]);
 			bt_aug_draw(p, rec->shape[1], rec->shape[0], &g, &d);
-			st = bt_aug_apply(p, &d, rec, (uint8_t *)b->data + per * out, scr);
+			st = bt_aug_apply_deferred(p, &d, rec, (uint8_t *)b->data + per * out,
+						   b->colour ? &b->colour[out] : NULL, scr);
 		}
 		if (st < 0) {
 			char *m = NULL;
@@ -463,7 +488,7 @@ int bt_loader_open(bt_loader **out, const char *path, const struct bt_loader_opt
 		goto fail;
 	}
 	for (size_t i = 0; i < l->nring; i++)
-		if ((st = slot_alloc(&l->ring[i], o->batch)) < 0)
+		if ((st = slot_alloc(&l->ring[i], o->batch, o->aug.defer_colour)) < 0)
 			goto fail;
 	if (!(l->th = calloc((size_t)o->threads, sizeof *l->th))) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory");
@@ -545,7 +570,7 @@ void bt_loader_close(bt_loader *l)
 	for (int i = 0; i < l->nth; i++)
 		pthread_join(l->th[i], NULL);
 	for (size_t i = 0; l->ring && i < l->nring; i++)
-		slot_free(&l->ring[i], l->o.batch);
+		slot_free(&l->ring[i], &l->o);
 	free(l->ring);
 	free(l->th);
 	free(l->order);

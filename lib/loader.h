@@ -5,6 +5,11 @@
  * batch, so a pipe works) and then decoded and augmented in parallel. Every random choice
  * for an image comes from (seed, epoch, record index), and batches come out in order, so
  * the output does not depend on the number of threads or on timing.
+ *
+ * For a GPU (aug.defer_colour): the batch holds uint8 crops and, per image, the colour
+ * operations left to do (bt_batch.colour), from the very draws the other formats use;
+ * data_alloc lets the pixel buffers be page-locked memory (a backend's host_alloc), which
+ * a device copies from asynchronously.
  */
 #ifndef BT_LOADER_H
 #define BT_LOADER_H
@@ -29,6 +34,11 @@ struct bt_loader_opts {
 	int record_crc;            /* fill bt_batch.crc in the workers (for writers of records) */
 	struct bt_aug_params aug;
 	volatile sig_atomic_t *cancel; /* non-zero stops the workers; next() then fails */
+	/* Optional: allocates and frees bt_batch.data (NULL: malloc and free), called from the
+	 * worker threads and from close; data_ctx is passed along. */
+	void *(*data_alloc)(void *ctx, size_t bytes);
+	void (*data_free)(void *ctx, void *p);
+	void *data_ctx;
 };
 
 struct bt_batch {
@@ -37,6 +47,8 @@ struct bt_batch {
 	int channels;
 	int format;                /* enum bt_aug_format */
 	void *data;                /* (n, size, size, channels) in format */
+	struct bt_aug_colour *colour; /* (n) with aug.defer_colour: each crop's colour operations
+				    * (bt_aug_apply_deferred); NULL otherwise */
 	int32_t *labels;           /* (n) */
 	uint64_t *ids;             /* (n) */
 	uint64_t *index;           /* (n) record index in the file */

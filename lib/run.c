@@ -9,7 +9,8 @@
  *
  * Mixed precision: every activation and gradient buffer is of the run's dtype (esize
  * bytes an element) and every op is told that dtype; the casts sit at the edges: the input
- * (float32 from the host, uploaded to in32 and cast), the logits (cast to logits32 for the
+ * (float32 from the host, uploaded to in32 and cast; or a uint8 batch, which the backend's
+ * input_u8 writes in the dtype directly), the logits (cast to logits32 for the
  * loss and the caller), the loss gradient (dlogits32 scaled by S and cast), and the
  * weights (the float32 arena cast to wh when it changed). Parameter gradients come back
  * float32 from the backend, straight into the gradient arena.
@@ -597,7 +598,9 @@ void bt_run_fuse(struct bt_run *r, int on)
 	r->fuse = on;
 }
 
-int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed)
+/* The forward pass from x (float32) or u8 (a uint8 batch). */
+static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
+		   uint64_t dropout_seed)
 {
 	const struct bt_graph *g = r->g;
 	const struct bt_backend_i *be = r->be->i;
@@ -621,7 +624,9 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 			break;
 		switch (nd->op) {
 		case BT_OP_INPUT:
-			if (r->in32) {
+			if (u8) {
+				st = be->input_u8(ctx, dt, u8, b->y);
+			} else if (r->in32) {
 				st = be->upload(ctx, r->in32, x, el * sizeof(float));
 				if (st == BT_OK)
 					st = be->cast(ctx, r->in32, BT_DTYPE_F32, b->y, dt, el, 1.0f);
@@ -714,6 +719,30 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
 		st = be->cast(ctx, r->nb[g->output].y, dt, r->logits32, BT_DTYPE_F32,
 			      (size_t)n * g->nodes[g->output].out.c, 1.0f);
 	return st;
+}
+
+int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed)
+{
+	return forward(r, x, NULL, n, train, dropout_seed);
+}
+
+int bt_run_forward_u8(struct bt_run *r, const struct bt_u8_batch *in, int train, uint64_t dropout_seed)
+{
+	const struct bt_shape *s = &r->g->nodes[r->g->input].out;
+
+	if (!bt_u8_batch_ok(in))
+		return bt_error(BT_ERR_INVALID, "run: a uint8 batch of %d images of %dx%dx%d", in->n, in->size,
+				in->size, in->channels);
+	if (in->size != s->h || in->size != s->w || in->channels != s->c)
+		return bt_error(BT_ERR_INVALID, "run: %dx%dx%d images for an input of %dx%dx%d", in->size,
+				in->size, in->channels, s->h, s->w, s->c);
+	for (int c = 0; c < in->channels; c++)
+		if (!(isfinite(in->mean[c]) && isfinite(in->std[c]) && in->std[c] != 0))
+			return bt_error(BT_ERR_INVALID, "run: normalisation of channel %d by mean %g, std %g", c,
+					(double)in->mean[c], (double)in->std[c]);
+	if (!r->be->i->input_u8)
+		return bt_error(BT_ERR_UNSUPPORTED, "run: the %s backend takes no uint8 input", r->be->i->name);
+	return forward(r, NULL, in, in->n, train, dropout_seed);
 }
 
 int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, float eps,

@@ -54,6 +54,15 @@ int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
 
 /* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout. */
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed);
+/* The same from a uint8 batch (backend.h's struct bt_u8_batch: the loader's crops with
+ * their colour operations deferred, mean and std, mixup): the backend's input_u8 applies
+ * colour, lighting, normalisation and mixup and writes the input in the run's dtype, on a
+ * GPU in one kernel after an asynchronous copy. The input is what bt_run_forward would get
+ * from the loader's float32 batch mixed by bt_mixup_batch, rounded once to the dtype. The
+ * backend may still be reading in->x and in->colour when this returns: keep them unchanged
+ * until a call that waits for the device has returned (bt_run_loss, bt_run_read_logits,
+ * a download). */
+int bt_run_forward_u8(struct bt_run *r, const struct bt_u8_batch *in, int train, uint64_t dropout_seed);
 /* Inference passes fold each batch norm that directly follows a convolution (read by
  * nothing else) into the convolution's weights; on by default. Off gives the unfused
  * computation, for tests. */

@@ -6,6 +6,15 @@
  * One stream per backend carries every kernel, cuDNN and cuBLAS call, in the executor's
  * order. upload and download synchronise it, so the executor may reuse or read host memory
  * as soon as they return (download is also where an asynchronous failure surfaces).
+ *
+ * The input from uint8 crops (input_u8) is the exception: its copy runs on a second
+ * stream, from page-locked memory (host_alloc, which the loader's batches come from), into
+ * one of two device staging buffers, so that the copy of batch k+1 overlaps what the
+ * compute stream still has queued of batch k (its backward pass and update). An event
+ * after the copy makes the compute stream's input kernel wait for it; an event after that
+ * kernel makes the next copy into the same staging buffer wait until it has been read.
+ * The per-image colour maps are made on the host (bt_aug_colour_affine, a few dozen
+ * double operations an image) and travel with the pixels.
  * Convolution descriptors and algorithms are chosen once per shape and kept in a small
  * table; one device workspace, grown on demand, serves cuDNN and the reductions.
  *
@@ -64,10 +73,25 @@ struct dev_block {
 	size_t bytes;
 };
 
+/* A staging buffer of input_u8: the batch's pixels and maps on the device, the maps'
+ * page-locked host copy, and the events that order their reuse. */
+struct stage {
+	uint8_t *x;                /* (n, size, size, C) device */
+	size_t xcap;
+	struct bt_aug_affine *a;   /* (n) device */
+	struct bt_aug_affine *ha;  /* (n) page-locked host */
+	int acap;
+	cudaEvent_t copied;        /* on the copy stream, after the copies into x and a */
+	cudaEvent_t used;          /* on the compute stream, after the kernel that read them */
+};
+
 struct bt_cuda {
 	int device;
 	int tf32;
 	cudaStream_t stream;
+	cudaStream_t copy;         /* input_u8's host-to-device copies */
+	struct stage stage[2];
+	int next_stage;
 	cudnnHandle_t dnn;
 	cublasHandle_t blas;
 	void *ws;                  /* device workspace */
@@ -1056,6 +1080,96 @@ out:
 	return rc;
 }
 
+/* ---- the input from uint8 crops ---------------------------------------------------------- */
+
+/* Page-locked and portable (usable from every context), on this backend's device: the
+ * loader's worker threads call this, and a thread's current device is its own. */
+static void *g_host_alloc(void *ctx, size_t bytes)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	void *p = NULL;
+	if (cudaSetDevice(cu->device) != cudaSuccess ||
+	    cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) != cudaSuccess)
+		return NULL;
+	return p;
+}
+
+static void g_host_free(void *ctx, void *p)
+{
+	(void)ctx;
+	if (p)
+		cudaFreeHost(p);
+}
+
+/* Room in a staging buffer for n images of `bytes` pixels in all. A buffer that grows is
+ * first drained: the copy into it and the kernel reading it must be done. */
+static int stage_reserve(struct bt_cuda *cu, struct stage *s, size_t bytes, int n)
+{
+	int rc = BT_OK;
+	if (bytes > s->xcap || n > s->acap) {
+		CU(cudaEventSynchronize(s->copied));
+		CU(cudaEventSynchronize(s->used));
+	}
+	if (bytes > s->xcap) {
+		dev_free(cu, s->x);
+		s->x = NULL;
+		s->xcap = 0;
+		CHECK(dev_malloc(cu, (void **)&s->x, bytes));
+		s->xcap = bytes;
+	}
+	if (n > s->acap) {
+		dev_free(cu, s->a);
+		cudaFreeHost(s->ha);
+		s->a = NULL;
+		s->ha = NULL;
+		s->acap = 0;
+		CHECK(dev_malloc(cu, (void **)&s->a, (size_t)n * sizeof *s->a));
+		CU(cudaHostAlloc((void **)&s->ha, (size_t)n * sizeof *s->ha, cudaHostAllocDefault));
+		s->acap = n;
+	}
+out:
+	return rc;
+}
+
+/* The copy on its own stream into the staging buffer not used last time, then the kernel
+ * on the compute stream once the copy is done. in->x is read after this returns (from
+ * page-locked memory the copy is asynchronous): backend.h's input_u8 says for how long. */
+static int g_input_u8(void *ctx, int dtype, const struct bt_u8_batch *in, void *y)
+{
+	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 } };
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	struct stage *s;
+	size_t hw, bytes;
+	int rc = BT_OK;
+
+	CHECK(dtype_check(dtype));
+	if (!bt_u8_batch_ok(in)) {
+		rc = bt_error(BT_ERR_INVALID, "input: %d images of %dx%dx%d", in->n, in->size, in->size,
+			      in->channels);
+		goto out;
+	}
+	hw = (size_t)in->size * in->size;
+	bytes = hw * (size_t)in->channels * (size_t)in->n;
+	s = &cu->stage[cu->next_stage];
+	cu->next_stage ^= 1;
+	CHECK(stage_reserve(cu, s, bytes, in->n));
+	/* The maps' host copy is free again once its last copy is done (a batch ago). */
+	CU(cudaEventSynchronize(s->copied));
+	for (int i = 0; i < in->n; i++)
+		bt_aug_colour_affine(in->colour ? &in->colour[i] : &neutral, in->channels, in->mean, in->std,
+				     &s->ha[i]);
+	CU(cudaStreamWaitEvent(cu->copy, s->used, 0));
+	CU(cudaMemcpyAsync(s->a, s->ha, (size_t)in->n * sizeof *s->a, cudaMemcpyHostToDevice, cu->copy));
+	CU(cudaMemcpyAsync(s->x, in->x, bytes, cudaMemcpyHostToDevice, cu->copy));
+	CU(cudaEventRecord(s->copied, cu->copy));
+	CU(cudaStreamWaitEvent(cu->stream, s->copied, 0));
+	KERN(bt_k_input_u8(cu->stream, dtype, s->x, s->a, in->n, hw, in->channels, in->mixup, in->lam,
+			   1 - in->lam, y));
+	CU(cudaEventRecord(s->used, cu->stream));
+out:
+	return rc;
+}
+
 /* ---- the table -------------------------------------------------------------------------- */
 
 static const char *g_describe(void *ctx)
@@ -1070,6 +1184,21 @@ static void g_destroy(void *ctx)
 		return;
 	if (cu->stream)
 		cudaStreamSynchronize(cu->stream);
+	if (cu->copy)
+		cudaStreamSynchronize(cu->copy);
+	for (int i = 0; i < 2; i++) {
+		struct stage *s = &cu->stage[i];
+		dev_free(cu, s->x);
+		dev_free(cu, s->a);
+		if (s->ha)
+			cudaFreeHost(s->ha);
+		if (s->copied)
+			cudaEventDestroy(s->copied);
+		if (s->used)
+			cudaEventDestroy(s->used);
+	}
+	if (cu->copy)
+		cudaStreamDestroy(cu->copy);
 	for (int i = 0; i < cu->nconv; i++)
 		conv_entry_free(cu->conv[i]);
 	free(cu->conv);
@@ -1133,6 +1262,9 @@ static const struct bt_backend_i cuda_backend = {
 	/* .nonfinite */ g_nonfinite,
 	/* .sync */ g_sync,
 	/* .memory */ g_memory,
+	/* .host_alloc */ g_host_alloc,
+	/* .host_free */ g_host_free,
+	/* .input_u8 */ g_input_u8,
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
@@ -1162,6 +1294,11 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	CU(cudaSetDevice(device));
 	CU(cudaGetDeviceProperties(&prop, device));
 	CU(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
+	CU(cudaStreamCreateWithFlags(&cu->copy, cudaStreamNonBlocking));
+	for (int i = 0; i < 2; i++) {
+		CU(cudaEventCreateWithFlags(&cu->stage[i].copied, cudaEventDisableTiming));
+		CU(cudaEventCreateWithFlags(&cu->stage[i].used, cudaEventDisableTiming));
+	}
 	DNN(dl.cudnnCreate(&cu->dnn));
 	DNN(dl.cudnnSetStream(cu->dnn, cu->stream));
 	DNN(dl.cudnnCreateTensorDescriptor(&cu->bn_x));

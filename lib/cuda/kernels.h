@@ -1,6 +1,7 @@
 /* kernels.h: bt's own CUDA kernels, the parts of the CUDA backend (backend.cu) that are not
  * cuDNN or cuBLAS: elementwise ops, pooling, global average pooling, concatenation, dropout,
- * batch-norm folding, the loss, SGD, the bias terms of convolution and fc, and for mixed
+ * batch-norm folding, the loss, SGD, the bias terms of convolution and fc, the input from
+ * uint8 crops (colour, lighting, normalisation and mixup in one kernel), and for mixed
  * precision the casts, the overflow check and bfloat16's batch norm. Each launcher enqueues
  * its kernels on stream s and returns what cudaGetLastError says about the launch; errors
  * of the execution itself surface at the next synchronisation. Semantics are those of the
@@ -20,6 +21,7 @@
 #include <stdint.h>
 
 extern "C" {
+#include "../augment.h"
 #include "../cpu.h"
 #include "../mixed.h"
 }
@@ -76,6 +78,14 @@ cudaError_t bt_k_softmax_ce(cudaStream_t s, const float *z, const int32_t *label
 cudaError_t bt_k_sgd(cudaStream_t s, float *w, const float *dw, float *v,
 		     const struct bt_cuda_range *ranges, int nranges, size_t total, float lr,
 		     float momentum, float wd, float gscale);
+
+/* The network's input from n uint8 crops x (n, hw, C), C 1 or 3: element c of a pixel of
+ * image i is a[i] applied as augment.h's struct bt_aug_affine says (its float order, each
+ * operation rounded on its own), then with mix, lam v_i + mu v_(n-1-i) (mu = 1 - lam as
+ * the host rounds it; bt_mixup_batch's products and sum), stored once into y of dt. x and
+ * a: device memory. */
+cudaError_t bt_k_input_u8(cudaStream_t s, int dt, const uint8_t *x, const struct bt_aug_affine *a,
+			  int n, size_t hw, int C, int mix, float lam, float mu, void *y);
 
 /* ---- mixed precision -------------------------------------------------------------------- */
 

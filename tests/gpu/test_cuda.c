@@ -24,6 +24,14 @@
  * steps of cifar_resnet20_v1 in each type ending within TOL_TRAIN (10 %) of the CPU's
  * float32 losses. Also the backend's memory and sync slots and --profile's use of sync.
  *
+ * The input from uint8 crops (input_u8, the GPU's data path): the one kernel against the
+ * CPU's slot (lib/augment's own colour stage) bit for bit in float32, float16 and
+ * bfloat16, with and without mixup, RGB and grey crops from training draws, from
+ * page-locked and ordinary host memory; three batches queued back to back (the staging
+ * buffers reused while earlier copies and kernels may be in flight) and a page-locked
+ * buffer rewritten after a download, as bt-train does; and bt_run_forward_u8 against
+ * bt_run_forward on the same input bits, logits identical, in float32 and bfloat16.
+ *
  * bt_backend_open's parsing is checked first, silently. Then, without a visible device or
  * in a build without the CUDA backend, the program prints one line "skip: ..." and exits 0.
  * Every comparison prints its error, so a GPU log shows the margins, not only a verdict.
@@ -1545,6 +1553,207 @@ TEST(profile_on_cuda)
 	bt_graph_free(&g);
 }
 
+/* ---- the input from uint8 crops -------------------------------------------------------- */
+
+/* n crops of S x S x C from training draws (colour, lighting) of noisy gradients, in host
+ * memory from alloc_host (page-locked when pinned), with their colour parameters. */
+struct u8case {
+	int n, C, S, pinned;
+	size_t per;
+	uint8_t *x;
+	struct bt_aug_colour *col;
+	float mean[3], std[3];
+};
+
+static int u8case_make(struct u8case *u, int n, int C, int S, uint64_t seed, int pinned)
+{
+	const uint32_t W = 2 * (uint32_t)S + 7, H = 2 * (uint32_t)S - 3;
+	struct bt_aug_scratch *s = bt_aug_scratch_new();
+	struct bt_aug_params p;
+	int ok = s != NULL;
+	memset(u, 0, sizeof *u);
+	u->n = n;
+	u->C = C;
+	u->S = S;
+	u->pinned = pinned;
+	u->per = (size_t)S * S * C;
+	bt_aug_defaults(&p, 1);
+	p.size = (uint32_t)S;
+	p.defer_colour = 1;
+	p.mean[2] = 90.5f;
+	p.std[1] = 50.25f;
+	memcpy(u->mean, p.mean, sizeof u->mean);
+	memcpy(u->std, p.std, sizeof u->std);
+	u->x = pinned ? gpu.i->host_alloc(gpu.ctx, u->per * n) : malloc(u->per * n);
+	u->col = calloc((size_t)n, sizeof *u->col);
+	ok = ok && u->x && u->col;
+	for (int i = 0; ok && i < n; i++) {
+		size_t m = (size_t)W * H * C;
+		uint8_t *px = malloc(m);
+		struct bt_record r = {.kind = BT_PAYLOAD_RAW, .ndim = 3, .shape = {H, W, (uint32_t)C}, .size = m,
+				      .data = px};
+		struct bt_aug_draw d;
+		struct bt_rng g;
+		bt_rng_seed(&g, seed * 977 + (uint64_t)i);
+		for (size_t k = 0; px && k < m; k++)
+			px[k] = (uint8_t)(bt_rng_below(&g, 128) + (k / (size_t)C % W) * 100 / W);
+		bt_aug_draw(&p, W, H, &g, &d);
+		ok = px && bt_aug_apply_deferred(&p, &d, &r, u->x + u->per * i, &u->col[i], s) == BT_OK;
+		free(px);
+	}
+	bt_aug_scratch_free(s);
+	return ok;
+}
+
+static void u8case_free(struct u8case *u)
+{
+	if (u->pinned)
+		gpu.i->host_free(gpu.ctx, u->x);
+	else
+		free(u->x);
+	free(u->col);
+}
+
+static struct bt_u8_batch u8case_input(const struct u8case *u, int mixup, float lam)
+{
+	struct bt_u8_batch in = {.x = u->x, .colour = u->col, .n = u->n, .size = u->S, .channels = u->C,
+				 .mixup = mixup, .lam = lam};
+	memcpy(in.mean, u->mean, sizeof in.mean);
+	memcpy(in.std, u->std, sizeof in.std);
+	return in;
+}
+
+/* The CPU's and the device's input_u8 of in, in dtype dt, bit for bit; d (device, room for
+ * the batch) takes the device's output. */
+static int input_same(const char *what, const struct bt_u8_batch *in, int dt, void *d)
+{
+	size_t n = (size_t)in->n * in->size * in->size * in->channels, esz = bt_dtype_size(dt);
+	void *hc = malloc(n * esz), *hg = malloc(n * esz);
+	int ok = hc && hg && both_ok(what, cpu.i->input_u8(cpu.ctx, dt, in, hc), gpu.i->input_u8(gpu.ctx, dt, in, d)) &&
+		 gpu.i->download(gpu.ctx, hg, d, n * esz) == BT_OK && same_bits(what, dt, hc, hg, n);
+	free(hc);
+	free(hg);
+	return ok;
+}
+
+TEST(input_u8_exact)
+{
+	static const struct { int n, C, S, pinned; } cases[] = {
+		{ 5, 3, 24, 1 }, { 4, 3, 33, 1 }, { 3, 1, 20, 1 }, { 6, 1, 17, 0 }, { 1, 3, 16, 0 },
+	};
+	void *d = NULL;
+	int ok = 1;
+	CHECK(gpu.i->input_u8 && gpu.i->host_alloc && gpu.i->host_free);
+	CHECK_EQ(gpu.i->alloc(gpu.ctx, 6 * 33 * 33 * 3 * sizeof(float), &d), BT_OK);
+	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+		struct u8case u;
+		CHECK(u8case_make(&u, cases[k].n, cases[k].C, cases[k].S, 40 + k, cases[k].pinned));
+		for (int dt = BT_DTYPE_F32; dt <= BT_DTYPE_BF16; dt++) {
+			for (int mix = 0; mix < 2; mix++) {
+				struct bt_u8_batch in = u8case_input(&u, mix, 0.3125f + 0.05f * (float)k);
+				char what[128];
+				snprintf(what, sizeof what, "input_u8 %d x %dx%dx%d %s%s%s", u.n, u.S, u.S, u.C,
+					 bt_dtype_name(dt), mix ? ", mixup" : "", u.pinned ? "" : ", pageable");
+				ok &= input_same(what, &in, dt, d);
+				/* no colour parameters: normalisation alone */
+				if (!mix && k == 0) {
+					in.colour = NULL;
+					ok &= input_same("input_u8 without colour", &in, dt, d);
+				}
+			}
+		}
+		u8case_free(&u);
+	}
+	gpu.i->release(gpu.ctx, d);
+	CHECK(ok);
+}
+
+/* Three batches queued with no wait between them, so that the third copy reuses the first
+ * staging buffer while the first kernel may still be queued; then a page-locked buffer
+ * rewritten once a download has returned and sent again (bt-train's reuse of the loader's
+ * slots). Each output against the CPU's. */
+TEST(input_u8_staging)
+{
+	struct u8case u[3];
+	void *d[3] = { NULL, NULL, NULL };
+	size_t bytes = 8 * 40 * 40 * 3 * sizeof(float);
+	int ok = 1;
+	for (int k = 0; k < 3; k++) {
+		CHECK(u8case_make(&u[k], 8 - k, 3, 40 - 3 * k, 70 + k, 1));
+		CHECK_EQ(gpu.i->alloc(gpu.ctx, bytes, &d[k]), BT_OK);
+	}
+	for (int k = 0; k < 3; k++) {
+		struct bt_u8_batch in = u8case_input(&u[k], k == 1, 0.7f);
+		CHECK_EQ(gpu.i->input_u8(gpu.ctx, BT_DTYPE_BF16, &in, d[k]), BT_OK);
+	}
+	for (int k = 0; k < 3; k++) {
+		struct bt_u8_batch in = u8case_input(&u[k], k == 1, 0.7f);
+		size_t n = u[k].per * (size_t)u[k].n;
+		uint16_t *hc = malloc(n * 2), *hg = malloc(n * 2);
+		char what[64];
+		snprintf(what, sizeof what, "queued batch %d of 3", k + 1);
+		ok &= hc && hg && cpu.i->input_u8(cpu.ctx, BT_DTYPE_BF16, &in, hc) == BT_OK &&
+		      gpu.i->download(gpu.ctx, hg, d[k], n * 2) == BT_OK && same_bits(what, BT_DTYPE_BF16, hc, hg, n);
+		free(hc);
+		free(hg);
+	}
+	/* u[0]'s buffer again, with other crops written into it after the downloads above */
+	{
+		struct u8case v;
+		struct bt_u8_batch in;
+		CHECK(u8case_make(&v, u[0].n, 3, u[0].S, 99, 0));
+		memcpy(u[0].x, v.x, v.per * (size_t)v.n);
+		memcpy(u[0].col, v.col, (size_t)v.n * sizeof *v.col);
+		in = u8case_input(&u[0], 1, 0.55f);
+		ok &= input_same("page-locked buffer rewritten and sent again", &in, BT_DTYPE_F32, d[2]);
+		u8case_free(&v);
+	}
+	for (int k = 0; k < 3; k++) {
+		u8case_free(&u[k]);
+		gpu.i->release(gpu.ctx, d[k]);
+	}
+	CHECK(ok);
+}
+
+/* bt_run_forward_u8 against bt_run_forward given the CPU slot's float32 output of the same
+ * batch: the same input bits on the device, so the same logits, in float32 and bfloat16
+ * (where the float path casts on the device and the kernel rounds once: the same bits). */
+TEST(run_forward_u8_on_cuda)
+{
+	struct bt_model_opts mo = {.classes = 5, .in_channels = 3, .input_size = 16};
+	static const int dts[2] = { BT_DTYPE_F32, BT_DTYPE_BF16 };
+	struct bt_graph g;
+	struct u8case u;
+	int ok = 1;
+	bt_graph_init(&g);
+	CHECK_EQ(bt_model_build(&g, "cifar_resnet20_v1", &mo), BT_OK);
+	CHECK(u8case_make(&u, 6, 3, 16, 123, 1));
+	for (int t = 0; t < 2; t++) {
+		struct bt_run *r = NULL;
+		struct bt_u8_batch in = u8case_input(&u, 1, 0.4f);
+		size_t n = u.per * (size_t)u.n;
+		float *x = malloc(n * sizeof *x), *la = malloc(6 * 5 * sizeof *la), *lb = malloc(6 * 5 * sizeof *lb);
+		int same;
+		CHECK(x && la && lb);
+		CHECK_EQ(cpu.i->input_u8(cpu.ctx, BT_DTYPE_F32, &in, x), BT_OK);
+		CHECK_EQ(bt_run_new_dtype(&r, &g, &gpu, 6, dts[t]), BT_OK);
+		CHECK_EQ(bt_run_init_params(r, 8, 0), BT_OK);
+		CHECK_EQ(bt_run_forward(r, x, 6, 0, 0), BT_OK);
+		CHECK_EQ(bt_run_read_logits(r, la, 6), BT_OK);
+		CHECK_EQ(bt_run_forward_u8(r, &in, 0, 0), BT_OK);
+		CHECK_EQ(bt_run_read_logits(r, lb, 6), BT_OK);
+		same = memcmp(la, lb, 6 * 5 * sizeof *la) == 0;
+		fprintf(stderr, "  bt_run_forward_u8 against bt_run_forward, %s: logits %s\n", bt_dtype_name(dts[t]),
+			same ? "identical" : "differ  <-- FAIL");
+		ok &= same;
+		bt_run_free(r);
+		free(x), free(la), free(lb);
+	}
+	u8case_free(&u);
+	bt_graph_free(&g);
+	CHECK(ok);
+}
+
 /* ---- the dispatcher (needs no device) --------------------------------------------------- */
 
 static int dispatcher_ok(void)
@@ -1626,6 +1835,9 @@ int main(void)
 	RUN(run_every_op_half);
 	RUN(loss_scale_overflow);
 	RUN(run_cifar_resnet20_half);
+	RUN(input_u8_exact);
+	RUN(input_u8_staging);
+	RUN(run_forward_u8_on_cuda);
 	bt_backend_free(&gpu);
 	bt_backend_free(&cpu);
 	return test_summary();

@@ -4,7 +4,9 @@
  * against their formulas on images small enough that the resampling is the identity, and the
  * whole transform against the library's own unfused path (full decode, then
  * bt_image_resize_box), against values from PIL/torchvision, and against itself with the
- * AVX2 kernels off. Images are made here; no fixture files. Under valgrind, run with
+ * AVX2 kernels off; and deferred colour (the uint8 crop, then bt_aug_colour_affine and
+ * bt_aug_colour_apply, which is what a GPU's input kernel reproduces) against the whole
+ * transform, bit for bit. Images are made here; no fixture files. Under valgrind, run with
  * JSIMD_FORCENONE=1: libjpeg-turbo's SIMD upsamplers and scaled IDCTs read padding that
  * valgrind calls uninitialised (the pixels are the same without them). */
 #include "augment.h"
@@ -1118,6 +1120,204 @@ TEST(test_simd_same_bytes)
 	free(sm);
 }
 
+/* ---- deferred colour ---- */
+
+/* The records of the deferred-colour tests: a JPEG, the same pixels raw, a PNG, and one
+ * channel of them as a raw grey image (saturation and lighting do nothing there). */
+struct defer_case {
+	struct bt_record rec[4];
+	uint8_t *px, *jpg, *png;
+	uint32_t W, H;
+};
+
+static int defer_case_make(struct defer_case *c)
+{
+	struct bt_image im;
+	uint8_t *sm;
+	size_t n, j;
+
+	memset(c, 0, sizeof *c);
+	c->W = 157;
+	c->H = 118;
+	c->px = noise((size_t)c->W * c->H * 3, 77);
+	sm = smooth(c->W, c->H);
+	for (j = 0; j < (size_t)c->W * c->H * 3; j++)
+		c->px[j] = (uint8_t)(sm[j] / 2 + c->px[j] / 4);
+	free(sm);
+	im = (struct bt_image){ c->W, c->H, 3, c->px };
+	if (!(c->jpg = make_jpeg(c->px, c->W, c->H, 3, 90, &n)))
+		return 0;
+	c->rec[0] = coded_record(BT_PAYLOAD_JPEG, c->jpg, n, c->W, c->H);
+	c->rec[1] = raw_record(c->px, c->W, c->H, 3);
+	if (bt_image_encode_png(&im, &c->png, &n) != BT_OK)
+		return 0;
+	c->rec[2] = coded_record(BT_PAYLOAD_PNG, c->png, n, c->W, c->H);
+	c->rec[3] = raw_record(c->px, c->W, c->H, 1);
+	return 1;
+}
+
+static void defer_case_free(struct defer_case *c)
+{
+	free(c->px);
+	free(c->jpg);
+	free(c->png);
+}
+
+/* For every record and draw: the crop of deferred colour, its colour parameters (the
+ * draw's), and the crop through bt_aug_colour_affine + bt_aug_colour_apply against
+ * bt_aug_apply in each format, bytes identical. The draws must not depend on the flag. */
+static int defer_matches(const struct bt_aug_params *base, int draws, uint64_t seed, int *colour_seen)
+{
+	struct defer_case c;
+	struct bt_aug_scratch *s = bt_aug_scratch_new(), *s2 = bt_aug_scratch_new();
+	int ok = defer_case_make(&c) && s && s2, ri, k, f;
+
+	for (ri = 0; ok && ri < 4; ri++) {
+		const struct bt_record *r = &c.rec[ri];
+		int C = bt_aug_channels(r);
+		struct bt_aug_params pd = *base, pf = *base;
+		struct bt_rng g1, g2;
+		size_t pix = (size_t)base->size * base->size * C;
+		uint8_t *crop = malloc(pix), *plain = malloc(pix);
+		uint8_t *want = malloc(pix * 4), *got = malloc(pix * 4);
+
+		pd.format = BT_AUG_U8;
+		pd.defer_colour = 1;
+		bt_rng_seed(&g1, seed + (uint64_t)ri);
+		bt_rng_seed(&g2, seed + (uint64_t)ri);
+		for (k = 0; ok && k < draws; k++) {
+			struct bt_aug_draw d, d2, dn;
+			struct bt_aug_colour col;
+			struct bt_aug_affine a;
+			bt_aug_draw(&pf, c.W, c.H, &g1, &d);
+			bt_aug_draw(&pd, c.W, c.H, &g2, &d2);
+			ok = memcmp(&d, &d2, sizeof d) == 0;
+			ok = ok && bt_aug_apply_deferred(&pd, &d, r, crop, &col, s) == BT_OK;
+			/* The crop is the transform without colour: the draw with neutral colour. */
+			plain_draw(&dn, d.x, d.y, d.w, d.h);
+			dn.flip = d.flip;
+			dn.fallback = d.fallback;
+			pf.format = BT_AUG_U8;
+			ok = ok && bt_aug_apply(&pf, &dn, r, plain, s2) == BT_OK && memcmp(crop, plain, pix) == 0;
+			ok = ok && col.brightness == d.brightness && col.contrast == d.contrast &&
+			     col.saturation == d.saturation && memcmp(col.order, d.order, sizeof col.order) == 0 &&
+			     memcmp(col.alpha, d.alpha, sizeof col.alpha) == 0;
+			for (f = BT_AUG_U8; ok && f <= BT_AUG_F16; f++) {
+				size_t bytes;
+				pf.format = f;
+				bytes = bt_aug_out_bytes(&pf, C);
+				bt_aug_colour_affine(&col, C, f == BT_AUG_U8 ? NULL : pf.mean, pf.std, &a);
+				if (a.colour)
+					(*colour_seen)++;
+				ok = bt_aug_apply(&pf, &d, r, want, s2) == BT_OK &&
+				     bt_aug_colour_apply(&a, crop, pf.size, C, f, got, s) == BT_OK &&
+				     memcmp(want, got, bytes) == 0;
+				if (!ok)
+					fprintf(stderr, "train %d record %d draw %d format %d\n", base->train, ri, k, f);
+			}
+		}
+		free(crop);
+		free(plain);
+		free(want);
+		free(got);
+	}
+	defer_case_free(&c);
+	bt_aug_scratch_free(s);
+	bt_aug_scratch_free(s2);
+	return ok;
+}
+
+TEST(test_defer_colour_train)
+{
+	struct bt_aug_params p;
+	int colour = 0, was = bt_simd(-1);
+	bt_aug_defaults(&p, 1);
+	p.size = 48;
+	for (uint64_t seed = 1; seed <= 3; seed++) {
+		CHECK(defer_matches(&p, 8, seed * 1000, &colour));
+		bt_simd(0);
+		CHECK(defer_matches(&p, 3, seed * 1000 + 7, &colour));
+		bt_simd(was);
+	}
+	/* Options that change which operations run: no lighting, no jitter, strong jitter,
+	 * odd means and a negative std, a tiny output. */
+	p.lighting = 0;
+	CHECK(defer_matches(&p, 4, 11, &colour));
+	p.lighting = 0.5;
+	p.jitter = 0;
+	CHECK(defer_matches(&p, 4, 12, &colour));
+	p.jitter = 1;
+	p.mean[0] = -3.5f;
+	p.mean[2] = 300;
+	p.std[1] = -0.75f;
+	CHECK(defer_matches(&p, 4, 13, &colour));
+	bt_aug_defaults(&p, 1);
+	p.size = 3;
+	CHECK(defer_matches(&p, 4, 14, &colour));
+	CHECK(colour > 0);
+}
+
+TEST(test_defer_colour_eval)
+{
+	struct bt_aug_params p;
+	int colour = 0;
+	bt_aug_defaults(&p, 0);
+	p.size = 64;
+	CHECK(defer_matches(&p, 1, 5, &colour));
+	p.size = 100;
+	p.crop_ratio = 0.9;
+	CHECK(defer_matches(&p, 1, 6, &colour));
+	CHECK_EQ(colour, 0); /* evaluation has no colour operation: normalisation alone */
+}
+
+/* Deferred colour is for uint8 output; an identity stream's raw images keep their bytes
+ * and need normalising only. */
+TEST(test_defer_colour_rules)
+{
+	uint8_t *px = noise(8 * 8 * 3, 4), out[8 * 8 * 3];
+	float want[8 * 8 * 3], got[8 * 8 * 3];
+	struct bt_record r = raw_record(px, 8, 8, 3);
+	struct bt_aug_scratch *s = bt_aug_scratch_new();
+	struct bt_aug_params p;
+	struct bt_aug_draw d;
+	struct bt_aug_colour col;
+	struct bt_aug_affine a;
+	struct bt_rng g;
+
+	bt_aug_defaults(&p, 1);
+	p.size = 8;
+	p.defer_colour = 1;
+	CHECK_EQ(bt_aug_check(&p), BT_OK);
+	p.format = BT_AUG_F32;
+	CHECK_EQ(bt_aug_check(&p), BT_ERR_INVALID);
+	bt_rng_seed(&g, 1);
+	bt_aug_draw(&p, 8, 8, &g, &d);
+	CHECK_EQ(bt_aug_apply_deferred(&p, &d, &r, got, &col, s), BT_ERR_INVALID);
+	/* without the flag nothing is left to do */
+	p.defer_colour = 0;
+	p.format = BT_AUG_U8;
+	CHECK_EQ(bt_aug_apply_deferred(&p, &d, &r, out, &col, s), BT_OK);
+	CHECK(col.brightness == 1 && col.contrast == 1 && col.saturation == 1 && col.alpha[0] == 0);
+	bt_aug_colour_affine(&col, 3, NULL, NULL, &a);
+	CHECK_EQ(a.colour, 0);
+	/* identity */
+	p.identity = 1;
+	p.defer_colour = 1;
+	CHECK_EQ(bt_aug_check(&p), BT_OK);
+	bt_aug_draw(&p, 8, 8, &g, &d);
+	CHECK_EQ(bt_aug_apply_deferred(&p, &d, &r, out, &col, s), BT_OK);
+	CHECK_EQ(memcmp(out, px, sizeof out), 0);
+	bt_aug_colour_affine(&col, 3, p.mean, p.std, &a);
+	CHECK_EQ(bt_aug_colour_apply(&a, out, 8, 3, BT_AUG_F32, got, s), BT_OK);
+	p.defer_colour = 0;
+	p.format = BT_AUG_F32;
+	CHECK_EQ(bt_aug_apply(&p, &d, &r, want, s), BT_OK);
+	CHECK_EQ(memcmp(want, got, sizeof want), 0);
+	CHECK_EQ(bt_aug_colour_apply(&a, out, 8, 2, BT_AUG_F32, got, s), BT_ERR_INVALID);
+	bt_aug_scratch_free(s);
+	free(px);
+}
+
 /* ---- errors ---- */
 
 TEST(test_errors)
@@ -1276,5 +1476,8 @@ int main(void)
 	RUN(test_simd_same_bytes);
 	RUN(test_errors);
 	RUN(test_identity_stream);
+	RUN(test_defer_colour_train);
+	RUN(test_defer_colour_eval);
+	RUN(test_defer_colour_rules);
 	return test_summary();
 }

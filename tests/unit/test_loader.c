@@ -1,5 +1,7 @@
 /* test_loader.c: the data loader's batching, ordering, epochs, shuffling, limits, streams
- * and determinism across thread counts, on small raw-pixel record files it writes itself. */
+ * and determinism across thread counts, on small raw-pixel record files it writes itself;
+ * and deferred colour: the same draws, and after the colour stage the same floats, as the
+ * float32 output, in buffers from a caller's allocator. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,34 @@
 #include "test.h"
 
 static char tmpdir[] = "/tmp/bt-test-loader-XXXXXX";
-static char path10[600];
+static char path10[600], pathrgb[600];
+
+#define RGB_W 20
+#define RGB_H 14
+
+/* n records of RGB_H x RGB_W x 3 raw pixels. */
+static int write_rgb(const char *path, int n)
+{
+	bt_record_writer *w;
+	uint8_t px[RGB_H * RGB_W * 3];
+	int st;
+	if ((st = bt_record_writer_open(&w, path)) < 0)
+		return st;
+	for (int i = 0; i < n; i++) {
+		struct bt_record r = {.kind = BT_PAYLOAD_RAW, .ndim = 3, .shape = {RGB_H, RGB_W, 3},
+				      .label = i % 4, .id = 200 + (uint64_t)i, .size = sizeof px, .data = px};
+		uint32_t x = 12345u + (uint32_t)i;
+		for (size_t k = 0; k < sizeof px; k++) {
+			x = x * 1664525u + 1013904223u;
+			px[k] = (uint8_t)((x >> 24) / 2 + (k / 3 % RGB_W) * 6);
+		}
+		if ((st = bt_record_writer_put(w, &r)) < 0) {
+			bt_record_writer_abort(w);
+			return st;
+		}
+	}
+	return bt_record_writer_commit(w);
+}
 
 /* n records of 12x16x1 raw pixels, label i % 3, id 100 + i. */
 static int write_file(const char *path, int n)
@@ -223,6 +252,92 @@ TEST(empty_file)
 	bt_loader_close(l);
 }
 
+/* A caller's allocator (a backend's page-locked one in bt-train), counting its blocks. */
+struct counter {
+	int allocs, frees;
+};
+
+static void *count_alloc(void *ctx, size_t bytes)
+{
+	__atomic_add_fetch(&((struct counter *)ctx)->allocs, 1, __ATOMIC_RELAXED);
+	return malloc(bytes);
+}
+
+static void count_free(void *ctx, void *p)
+{
+	__atomic_add_fetch(&((struct counter *)ctx)->frees, 1, __ATOMIC_RELAXED);
+	free(p);
+}
+
+/* The float32 loader and the deferred-colour one side by side (other thread counts, the
+ * same seed, shuffled, two epochs): the same images in the same order, colour parameters
+ * that are each image's draw from (seed, epoch, index), and crops that give the float32
+ * output's bits through the colour stage. */
+static int deferred_same(const char *path, uint32_t W, uint32_t H)
+{
+	struct bt_loader_opts of = opts(2, 3), od = opts(3, 3);
+	struct counter cnt = {0, 0};
+	struct bt_aug_scratch *s = bt_aug_scratch_new();
+	bt_loader *lf = NULL, *ld = NULL;
+	const struct bt_batch *bf, *bd;
+	float *tmp = NULL;
+	int st = 0, ok = 1, batches = 0, colour = 0;
+
+	of.shuffle = od.shuffle = 1;
+	of.epochs = od.epochs = 2;
+	of.seed = od.seed = 7;
+	of.aug.mean[1] = od.aug.mean[1] = 100;
+	of.aug.std[2] = od.aug.std[2] = 3;
+	of.aug.format = BT_AUG_F32;
+	od.aug.format = BT_AUG_U8;
+	od.aug.defer_colour = 1;
+	od.data_alloc = count_alloc;
+	od.data_free = count_free;
+	od.data_ctx = &cnt;
+	if (!s || bt_loader_open(&lf, path, &of) < 0 || bt_loader_open(&ld, path, &od) < 0)
+		ok = 0;
+	while (ok && (st = bt_loader_next(lf, &bf)) > 0) {
+		size_t per;
+		ok = bt_loader_next(ld, &bd) == 1 && bd->n == bf->n && bd->epoch == bf->epoch &&
+		     bd->number == bf->number && bd->format == BT_AUG_U8 && bd->colour && !bf->colour;
+		per = (size_t)bf->size * bf->size * (size_t)bf->channels;
+		if (ok && !tmp)
+			ok = (tmp = malloc(per * sizeof *tmp)) != NULL;
+		for (uint32_t i = 0; ok && i < bf->n; i++) {
+			const struct bt_aug_colour *c = &bd->colour[i];
+			struct bt_aug_affine a;
+			struct bt_aug_draw d;
+			struct bt_rng g;
+			ok = bd->index[i] == bf->index[i] && bd->ids[i] == bf->ids[i] && bd->labels[i] == bf->labels[i];
+			bt_loader_rng(&g, od.seed, bd->epoch, bd->index[i]);
+			bt_aug_draw(&od.aug, W, H, &g, &d);
+			ok = ok && c->brightness == d.brightness && c->contrast == d.contrast &&
+			     c->saturation == d.saturation && memcmp(c->order, d.order, sizeof d.order) == 0 &&
+			     memcmp(c->alpha, d.alpha, sizeof d.alpha) == 0;
+			bt_aug_colour_affine(c, bf->channels, od.aug.mean, od.aug.std, &a);
+			colour += a.colour;
+			ok = ok && bt_aug_colour_apply(&a, (const uint8_t *)bd->data + per * i, bd->size, bd->channels,
+						       BT_AUG_F32, tmp, s) == BT_OK &&
+			     memcmp(tmp, (const float *)bf->data + per * i, per * sizeof *tmp) == 0;
+		}
+		batches++;
+	}
+	ok = ok && st == 0 && bt_loader_next(ld, &bd) == 0 && batches == 8 && colour > 0;
+	bt_loader_close(lf);
+	bt_loader_close(ld);
+	/* Every slot got its buffer from the allocator, and close gave each back. */
+	ok = ok && cnt.allocs > 0 && cnt.allocs == cnt.frees;
+	free(tmp);
+	bt_aug_scratch_free(s);
+	return ok;
+}
+
+TEST(deferred_colour_same_draws)
+{
+	CHECK(deferred_same(path10, 16, 12));
+	CHECK(deferred_same(pathrgb, RGB_W, RGB_H));
+}
+
 TEST(rng_depends_on_seed_epoch_and_index)
 {
 	struct bt_rng a, b, c, d;
@@ -244,8 +359,9 @@ int main(void)
 		return 1;
 	}
 	snprintf(path10, sizeof path10, "%s/ten.btr", tmpdir);
-	if (write_file(path10, 10) < 0) {
-		fprintf(stderr, "cannot write %s: %s\n", path10, bt_errmsg());
+	snprintf(pathrgb, sizeof pathrgb, "%s/rgb.btr", tmpdir);
+	if (write_file(path10, 10) < 0 || write_rgb(pathrgb, 11) < 0) {
+		fprintf(stderr, "cannot write the test files in %s: %s\n", tmpdir, bt_errmsg());
 		return 1;
 	}
 	RUN(batches_in_order);
@@ -256,6 +372,7 @@ int main(void)
 	RUN(damaged_record_names_its_index);
 	RUN(empty_file);
 	RUN(rng_depends_on_seed_epoch_and_index);
+	RUN(deferred_colour_same_draws);
 	{
 		char cmd[700];
 		snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
