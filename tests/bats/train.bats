@@ -320,3 +320,23 @@ print("ok")'
 	[ ! -f run/best.btc ]
 	cmp run/last.btc run/epoch-0005.btc
 }
+
+@test "BT_INPUT_U8=1 (the GPU's data path, run on the CPU): the same weights, metrics and bt-eval logits" {
+	fashion
+	# jitter and lighting on: the colour stage is what moves to the device
+	local colour="--jitter 0.4 --lighting 0.1"
+	run bt-train $RECIPE $colour --num-epochs 2 -o f32 -q
+	[ "$status" -eq 0 ]
+	BT_INPUT_U8=1 run bt-train $RECIPE $colour --num-epochs 2 -o u8 -q
+	[ "$status" -eq 0 ]
+	[ "$(tdat f32/last.btc)" = "$(tdat u8/last.btc)" ]
+	[ "$(metric f32/metrics.jsonl epoch val_top1)" = "$(metric u8/metrics.jsonl epoch val_top1)" ]
+	[ "$(metric f32/metrics.jsonl log loss)" = "$(metric u8/metrics.jsonl log loss)" ]
+	run bt-eval -q --predictions p32.tsv --logits f32/last.btc fm.btr
+	[ "$status" -eq 0 ]
+	BT_INPUT_U8=1 run bt-eval -q --predictions p8.tsv --logits f32/last.btc fm.btr
+	[ "$status" -eq 0 ]
+	cmp p32.tsv p8.tsv
+	BT_INPUT_U8=2 run bt-train $RECIPE --num-epochs 1 -o bad -q
+	[ "$status" -eq 2 ]
+}
