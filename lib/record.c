@@ -92,6 +92,36 @@ static int wr(bt_record_writer *w, const void *p, size_t n)
 	return BT_OK;
 }
 
+/*
+ * A pipe holds 64 KiB by default, so a consumer reading a stream of 600 KB tensors
+ * wakes the writer ten times a record; ask for the largest buffer an unprivileged
+ * process may set (/proc/sys/fs/pipe-max-size, 1 MiB by default). Best effort: on
+ * anything but a pipe, or past the user's pipe quota, the buffer stays as it is.
+ */
+static void grow_pipe(int fd)
+{
+#ifdef F_SETPIPE_SZ
+	struct stat st;
+	char buf[32];
+	long max = 1L << 20;
+	FILE *f;
+
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode))
+		return;
+	if ((f = fopen("/proc/sys/fs/pipe-max-size", "r"))) {
+		if (fgets(buf, sizeof buf, f))
+			max = strtol(buf, NULL, 10);
+		fclose(f);
+	}
+	if (max > (long)IOBUF)
+		max = (long)IOBUF;
+	if (max > 0 && fcntl(fd, F_GETPIPE_SZ) < max)
+		(void)fcntl(fd, F_SETPIPE_SZ, (int)max);
+#else
+	(void)fd;
+#endif
+}
+
 int bt_record_writer_open(bt_record_writer **out, const char *path)
 {
 	bt_record_writer *w = calloc(1, sizeof *w);
@@ -103,6 +133,7 @@ int bt_record_writer_open(bt_record_writer **out, const char *path)
 		return bt_error(BT_ERR_NOMEM, "out of memory");
 	if (strcmp(path, "-") == 0) {
 		w->fp = stdout;
+		grow_pipe(fileno(stdout));
 	} else {
 		w->path = strdup(path);
 		if (!w->path || asprintf(&w->tmp, "%s.tmp.XXXXXX", path) < 0) {

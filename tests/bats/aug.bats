@@ -148,6 +148,19 @@ values() {
 	assert_no_output x.btr
 }
 
+
+@test "a record stream written to a pipe asks for the largest pipe buffer allowed" {
+	max=$(cat /proc/sys/fs/pipe-max-size)
+	[ "$max" -gt 65536 ] || skip "pipe-max-size is $max here"
+	[ "$max" -le 1048576 ] || max=1048576
+	# the reader drains the pipe first, so the writer has set the size before it is read
+	run sh -c "bt-aug -q --mode eval --format f32 -o - '$FIX/train.btr' |
+		/usr/bin/python3 -c 'import fcntl, sys; n = len(sys.stdin.buffer.read()); print(n, fcntl.fcntl(0, 1032))'"
+	[ "$status" -eq 0 ]
+	read -r bytes size <<<"$output"
+	[ "$bytes" -gt $((6 * 224 * 224 * 3 * 4)) ]
+	[ "$size" -eq "$max" ]
+}
 @test "greyscale raw records stay one channel, with one mean and std" {
 	mkdata idx g-images-idx3 g-labels-idx1 5 28 28
 	bt-prep -q -o g.btr --labels g-labels-idx1 g-images-idx3
