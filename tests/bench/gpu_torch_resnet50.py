@@ -4,7 +4,8 @@
 Times torchvision's resnet50 training (batch 256 by default, channels_last, synthetic
 data, CrossEntropyLoss, SGD with Nesterov momentum 0.9 and weight decay 1e-4) under bf16
 and fp16 autocast (fp16 with a GradScaler), and, with --compile, the same under
-torch.compile in a child process with a time limit. Also measures the device's bf16
+torch.compile in a child process with a time limit (last, so that a call cut short still
+has the eager figures; the JSON is rewritten after each figure). Also measures the device's bf16
 matrix-multiply rate (8192^3) and its device-to-device copy bandwidth, as ceilings.
 bt-train --benchmark --device cuda will be timed beside it in the same run (the CUDA
 backend issue).
@@ -145,6 +146,14 @@ def main():
         info["results"]["eager_" + name] = r
         print("eager   %-5s %9.1f images/s  %7.2f ms/step  peak %.1f GiB"
               % (name, r["images_per_s"], r["step_ms"], r["peak_bytes"] / 2 ** 30), flush=True)
+    save(a.json, info)
+    if dev.type == "cuda" and not a.smoke:
+        info["ceilings"] = {"bf16_matmul_tflops": matmul_tflops(dev, 8192, 10),
+                            "d2d_copy_gbps": copy_gbps(dev, 4 << 30, 10)}
+        print("ceiling bf16 matmul 8192^3: %.0f TFLOP/s; device copy: %.0f GB/s (read + write)"
+              % (info["ceilings"]["bf16_matmul_tflops"], info["ceilings"]["d2d_copy_gbps"]),
+              flush=True)
+        save(a.json, info)
     if a.compile and hasattr(torch, "compile"):
         for name, _ in dtypes:
             cmd = [sys.executable, os.path.abspath(__file__), "--only", name,
@@ -163,14 +172,16 @@ def main():
                 info["results"]["compile_" + name] = {"error": type(e).__name__}
                 print("compile %-5s skipped (%s within %d s)"
                       % (name, type(e).__name__, a.compile_timeout), flush=True)
-    if dev.type == "cuda" and not a.smoke:
-        info["ceilings"] = {"bf16_matmul_tflops": matmul_tflops(dev, 8192, 10),
-                            "d2d_copy_gbps": copy_gbps(dev, 4 << 30, 10)}
-        print("ceiling bf16 matmul 8192^3: %.0f TFLOP/s; device copy: %.0f GB/s (read + write)"
-              % (info["ceilings"]["bf16_matmul_tflops"], info["ceilings"]["d2d_copy_gbps"]))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(info, f, indent=1)
+            save(a.json, info)
+
+
+def save(path, info):
+    """Write what is measured so far, so a run stopped part way still leaves its figures."""
+    if not path:
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
