@@ -421,16 +421,36 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void)
 	return attr;
 }
 
+/* post: BT_CONV_POST_* flags, as oneDNN post-operations in that order (sum, then ReLU). */
+static int pd_create_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
+			  const_dnnl_primitive_desc_t hint, int post, const char *what)
+{
+	dnnl_primitive_attr_t attr = user_scratchpad_attr();
+	dnnl_post_ops_t po = NULL;
+	dnnl_status_t s = dnnl_success;
+	if (!attr)
+		return bt_error(BT_ERR_NOMEM, "oneDNN attr");
+	if (post) {
+		s = dnnl_post_ops_create(&po);
+		if (s == dnnl_success && (post & BT_CONV_POST_SUM))
+			s = dnnl_post_ops_append_sum(po, 1.0f);
+		if (s == dnnl_success && (post & BT_CONV_POST_RELU))
+			s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+		if (s == dnnl_success)
+			s = dnnl_primitive_attr_set_post_ops(attr, po);
+		if (po)
+			dnnl_post_ops_destroy(po);
+	}
+	if (s == dnnl_success)
+		s = dnnl_primitive_desc_create(pd, op_desc, attr, cpu->engine, hint);
+	dnnl_primitive_attr_destroy(attr);
+	return s == dnnl_success ? BT_OK : dnnl_fail(s, what);
+}
+
 static int pd_create(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
 		     const_dnnl_primitive_desc_t hint, const char *what)
 {
-	dnnl_primitive_attr_t attr = user_scratchpad_attr();
-	dnnl_status_t s;
-	if (!attr)
-		return bt_error(BT_ERR_NOMEM, "oneDNN attr");
-	s = dnnl_primitive_desc_create(pd, op_desc, attr, cpu->engine, hint);
-	dnnl_primitive_attr_destroy(attr);
-	return s == dnnl_success ? BT_OK : dnnl_fail(s, what);
+	return pd_create_post(pd, cpu, op_desc, hint, 0, what);
 }
 
 /* Look up (kind, desc) or build it with the given builder; a miss is counted. */
@@ -533,15 +553,15 @@ static int conv_mds_init(struct conv_mds *m, const struct bt_conv_desc *d)
 }
 
 static int conv_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, const struct conv_mds *m,
-		       int bias)
+		       int bias, int post)
 {
 	dnnl_convolution_desc_t cd;
 	dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
-		&cd, dnnl_forward_training, dnnl_convolution_direct, &m->xa, &m->wa,
-		bias ? &m->b : NULL, &m->ya, m->strides, m->dil, m->pl, m->pr);
+		&cd, post ? dnnl_forward_inference : dnnl_forward_training, dnnl_convolution_direct,
+		&m->xa, &m->wa, bias ? &m->b : NULL, &m->ya, m->strides, m->dil, m->pl, m->pr);
 	if (s != dnnl_success)
 		return dnnl_fail(s, "convolution descriptor");
-	return pd_create(pd, cpu, &cd, NULL, "convolution forward");
+	return pd_create_post(pd, cpu, &cd, NULL, post, "convolution forward");
 }
 
 static int build_conv_fwd(struct bt_cpu *cpu, struct bt_entry *e, const void *desc)
@@ -550,8 +570,10 @@ static int build_conv_fwd(struct bt_cpu *cpu, struct bt_entry *e, const void *de
 	struct conv_mds m;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->pd, &m, d->bias)))
+	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->pd, &m, d->bias, d->post)))
 		return rc;
+	/* With a sum post-operation the primitive reads y, so y must be its own layout
+	 * (always so: activations are asked for in NHWC). */
 	struct bt_argspec spec[] = {
 		{ DNNL_ARG_SRC, ARG_IN, &m.x },
 		{ DNNL_ARG_WEIGHTS, ARG_IN, &m.w },
@@ -569,7 +591,7 @@ static int build_conv_bwd_data(struct bt_cpu *cpu, struct bt_entry *e, const voi
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, 0)))
+	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, 0, 0)))
 		return rc;
 	s = dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.xa,
 							     &m.wa, &m.ya, m.strides, m.dil,
@@ -594,7 +616,7 @@ static int build_conv_bwd_w(struct bt_cpu *cpu, struct bt_entry *e, const void *
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, d->bias)))
+	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, d->bias, 0)))
 		return rc;
 	s = dnnl_dilated_convolution_backward_weights_desc_init(
 		&cd, dnnl_convolution_direct, &m.xa, &m.wa, d->bias ? &m.b : NULL, &m.ya,
@@ -639,6 +661,7 @@ int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const
 		return rc;
 	k = *d;
 	k.bias = 0; /* backward data is the same with or without a bias */
+	k.post = 0;
 	if ((rc = cache_get(cpu, K_CONV_BWD_DATA, &k, sizeof k, build_conv_bwd_data, &e)))
 		return rc;
 	void *p[3] = { (void *)dy, (void *)w, dx };
@@ -648,6 +671,7 @@ int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const
 int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x,
 			    const float *dy, float *dw, float *db)
 {
+	struct bt_conv_desc k;
 	struct bt_entry *e;
 	int rc;
 
@@ -655,7 +679,9 @@ int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, co
 		return rc;
 	if (d->bias && !db)
 		return bt_error(BT_ERR_INVALID, "convolution with bias needs db");
-	if ((rc = cache_get(cpu, K_CONV_BWD_W, d, sizeof *d, build_conv_bwd_w, &e)))
+	k = *d;
+	k.post = 0;
+	if ((rc = cache_get(cpu, K_CONV_BWD_W, &k, sizeof k, build_conv_bwd_w, &e)))
 		return rc;
 	void *p[4] = { (void *)x, (void *)dy, dw, db };
 	return entry_run(cpu, e, p);

@@ -36,7 +36,12 @@ struct bt_conv_desc {
 	int kh, kw, sh, sw, ph, pw, dh, dw, groups; /* dh, dw: dilation, 1 = none */
 	int bias;
 	int dtype;                  /* enum bt_dtype; 0: float32 */
+	int post;                   /* forward only: BT_CONV_POST_* flags, 0 for none */
 };
+/* Post-operations fused into a forward convolution (inference): with SUM, the output is
+ * added onto what y already holds; with RELU, the result goes through max(0, .). Both:
+ * y = max(0, conv(x, w) + b + y). Backward ignores them. */
+enum { BT_CONV_POST_SUM = 1, BT_CONV_POST_RELU = 2 };
 int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x /* (N,H,W,C) */,
 		    const float *w /* (Cout,KH,KW,C/g) */, const float *b /* (Cout) or NULL */,
 		    float *y /* (N,OH,OW,Cout) */);

@@ -39,6 +39,8 @@ int bt_conv_desc_check(const struct bt_conv_desc *d)
 	    d->ow != out_floor(d->w, d->kw, d->sw, d->pw, d->dw))
 		return bt_error(BT_ERR_INVALID, "convolution output %dx%d does not follow from the input",
 				d->oh, d->ow);
+	if (d->post & ~(BT_CONV_POST_SUM | BT_CONV_POST_RELU))
+		return bt_error(BT_ERR_INVALID, "convolution post-operations %#x", (unsigned)d->post);
 	return BT_OK;
 }
 

@@ -39,6 +39,12 @@ struct nodebuf {
 	float *wfold;           /* conv: (Cout, KH, KW, Cin/g) weights with the batch norm folded in */
 	float *bfold;           /* conv: (Cout) bias likewise */
 	void *wfold_h;          /* conv, mixed precision: wfold in the run's dtype */
+	/* Fused inference (plan_fusion): what a folded convolution also does, and the nodes
+	 * that then have nothing left to do. */
+	int post;               /* conv: BT_CONV_POST_* flags */
+	int post_dst;           /* conv with SUM: the node whose buffer it adds onto, else -1 */
+	int skip;               /* a ReLU or an addition done by a convolution */
+	int y_from;             /* addition: takes this node's buffer instead of its input's, or -1 */
 };
 
 struct bt_run {
@@ -309,6 +315,89 @@ static void plan_ranges(struct bt_run *r, int no_bias_decay)
 	r->nranges[no_bias_decay] = nr;
 }
 
+/* The node whose buffer node i's output lives in (in-place nodes share their input's). */
+static int alias_root(const struct bt_run *r, int i)
+{
+	while (r->nb[i].y_alias)
+		i = r->g->nodes[i].in[0];
+	return i;
+}
+
+/* The convolution a batch norm i is folded into for inference, or -1. */
+static int folded_conv(const struct bt_run *r, int i)
+{
+	const struct bt_node *nd = &r->g->nodes[i];
+	return nd->op == BT_OP_BATCHNORM && r->nb[nd->in[0]].fold == i ? nd->in[0] : -1;
+}
+
+/* Inference with folded batch norms goes further: a convolution takes over the ReLU after
+ * it, and the residual addition after it (and that addition's ReLU), as post-operations
+ * (BT_CONV_POST_*), so a ResNet block is its convolutions alone. An in-place ReLU on a
+ * folded batch norm becomes the convolution's RELU. An addition p + q (in place into p)
+ * becomes a SUM:
+ *  - when q is a folded batch norm read by the addition alone and its convolution runs
+ *    after p is final (a downsampling shortcut built after the block's last batch norm):
+ *    that convolution adds onto p's buffer, which is the addition's;
+ *  - else when p's convolution runs after q is final, the addition is q's last reader,
+ *    and q is neither the input nor the output (an identity shortcut): p's convolution
+ *    adds onto q's buffer, which the addition (and an in-place ReLU after it) then takes
+ *    over for that pass: q is dead by then, as inference keeps nothing for a backward.
+ * Either way the convolution must not read the buffer it adds onto. Training and
+ * bt_run_fuse(r, 0) use none of it. */
+static int plan_fusion(struct bt_run *r, const int *nreaders)
+{
+	const struct bt_graph *g = r->g;
+	int *last = malloc((size_t)g->nnodes * sizeof *last);
+
+	if (!last)
+		return bt_error(BT_ERR_NOMEM, "out of memory planning inference");
+	for (int i = 0; i < g->nnodes; i++) {
+		last[i] = -1;
+		r->nb[i].post = r->nb[i].skip = 0;
+		r->nb[i].post_dst = r->nb[i].y_from = -1;
+	}
+	for (int i = 0; i < g->nnodes; i++)
+		for (int k = 0; k < g->nodes[i].nin; k++)
+			last[g->nodes[i].in[k]] = i;
+	for (int a = 0; a < g->nnodes; a++) {
+		const struct bt_node *nd = &g->nodes[a];
+		int c, p, q, cp, cq, relu;
+		if (nd->op == BT_OP_RELU && r->nb[a].y_alias && (c = folded_conv(r, nd->in[0])) >= 0 &&
+		    !r->nb[c].post) {
+			r->nb[c].post = BT_CONV_POST_RELU;
+			r->nb[a].skip = 1;
+			continue;
+		}
+		if (nd->op != BT_OP_ADD || nd->nin != 2 || !r->nb[a].y_alias)
+			continue;
+		p = nd->in[0];
+		q = nd->in[1];
+		cp = folded_conv(r, p);
+		cq = folded_conv(r, q);
+		if (cq >= 0 && nreaders[q] == 1 && cq > p && !r->nb[cq].post &&
+		    alias_root(r, g->nodes[cq].in[0]) != alias_root(r, p)) {
+			c = cq;
+			r->nb[c].post_dst = p;
+		} else if (cp >= 0 && cp > q && last[q] == a && q != g->input && q != g->output &&
+			   !r->nb[cp].post && alias_root(r, g->nodes[cp].in[0]) != alias_root(r, q)) {
+			c = cp;
+			r->nb[c].post_dst = q;
+			r->nb[a].y_from = q;
+		} else {
+			continue;
+		}
+		r->nb[c].post = BT_CONV_POST_SUM;
+		r->nb[a].skip = 1;
+		relu = last[a];
+		if (nreaders[a] == 1 && relu >= 0 && g->nodes[relu].op == BT_OP_RELU && r->nb[relu].y_alias) {
+			r->nb[c].post |= BT_CONV_POST_RELU;
+			r->nb[relu].skip = 1;
+		}
+	}
+	free(last);
+	return BT_OK;
+}
+
 int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch)
 {
 	return bt_run_new_dtype(out, g, be, batch, BT_DTYPE_F32);
@@ -413,7 +502,7 @@ int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_ba
 	}
 	if (!(r->scratch = xalloc(r, maxel * r->esize)))
 		goto nomem;
-	if ((st = plan_gradients(r)) < 0)
+	if ((st = plan_gradients(r)) < 0 || (st = plan_fusion(r, nreaders)) < 0)
 		goto fail;
 	plan_ranges(r, 0);
 	plan_ranges(r, 1);
@@ -598,6 +687,14 @@ void bt_run_fuse(struct bt_run *r, int on)
 	r->fuse = on;
 }
 
+int bt_run_fused_nodes(const struct bt_run *r)
+{
+	int n = 0;
+	for (int i = 0; i < r->g->nnodes; i++)
+		n += r->nb[i].skip || folded_conv(r, i) >= 0;
+	return n;
+}
+
 /* The forward pass from x (float32) or u8 (a uint8 batch). */
 static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
 		   uint64_t dropout_seed)
@@ -619,7 +716,15 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 		struct nodebuf *b = &r->nb[i];
 		const void *in = nd->nin ? r->nb[nd->in[0]].y : NULL;
 		size_t el = node_elems(g, i, n);
+		int fused = !train && r->fuse;
 		double t0;
+		/* An in-place node's buffer is its input's, or in fused inference the one its
+		 * addition was done in (plan_fusion); set on every pass, so that training
+		 * after a fused pass finds the planned buffers. */
+		if (b->y_alias)
+			b->y = fused && b->y_from >= 0 ? r->nb[b->y_from].y : r->nb[nd->in[0]].y;
+		if (fused && b->skip)
+			continue;
 		if ((st = prof_begin(r, &t0)) < 0)
 			break;
 		switch (nd->op) {
@@ -637,12 +742,14 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
 			conv_desc(g, nd, n, dt, &d);
-			if (!train && r->fuse && b->fold >= 0) {
-				/* Straight into the batch norm's output, which then has nothing to do. */
+			if (fused && b->fold >= 0) {
+				/* Straight into the batch norm's output, which then has nothing to do,
+				 * or onto the buffer of the addition it does (plan_fusion). */
 				if ((st = fold_weights(r, i)) == BT_OK) {
 					d.bias = 1;
+					d.post = b->post;
 					st = be->conv_fwd(ctx, &d, in, b->wfold_h ? b->wfold_h : (const void *)b->wfold,
-							  b->bfold, r->nb[b->fold].y);
+							  b->bfold, r->nb[b->post_dst >= 0 ? b->post_dst : b->fold].y);
 				}
 				break;
 			}
@@ -650,7 +757,7 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		}
 		case BT_OP_BATCHNORM: {
-			if (!train && r->fuse && r->nb[nd->in[0]].fold == i)
+			if (fused && r->nb[nd->in[0]].fold == i)
 				break;
 			struct bt_bn_desc d;
 			bn_desc(nd, n, dt, &d);

@@ -64,9 +64,13 @@ int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t 
  * a download). */
 int bt_run_forward_u8(struct bt_run *r, const struct bt_u8_batch *in, int train, uint64_t dropout_seed);
 /* Inference passes fold each batch norm that directly follows a convolution (read by
- * nothing else) into the convolution's weights; on by default. Off gives the unfused
- * computation, for tests. */
+ * nothing else) into the convolution's weights, and let such a convolution do the ReLU
+ * after it and the residual addition (and its ReLU) it feeds, as post-operations; on by
+ * default. Off gives the unfused computation, for tests. */
 void bt_run_fuse(struct bt_run *r, int on);
+/* How many nodes a fused inference pass leaves out: batch norms folded, ReLUs and
+ * additions done by convolutions. */
+int bt_run_fused_nodes(const struct bt_run *r);
 
 /* The logits of the last forward pass: (n, classes), float32 (cast from the half output of
  * a mixed-precision run), in the backend's memory. */

@@ -412,6 +412,7 @@ static int conv_get(struct bt_cuda *cu, const struct bt_conv_desc *d, struct con
 	int rc;
 
 	k.bias = 0;
+	k.post = 0;
 	for (int i = 0; i < cu->nconv; i++) {
 		e = cu->conv[i];
 		if (e->tf32 == cu->tf32 && memcmp(&e->key, &k, sizeof k) == 0) {
@@ -557,11 +558,14 @@ static int g_conv_fwd(void *ctx, const struct bt_conv_desc *d, const void *x, co
 	CHECK(conv_get(cu, d, &e));
 	CHECK(conv_algo(cu, e, FWD));
 	DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[FWD]));
+	/* A sum post-operation is cuDNN's beta = 1: the product added onto y. */
 	DNN(dl.cudnnConvolutionForward(cu->dnn, &f_one, e->x, x, e->w, w, e->conv,
 				    (cudnnConvolutionFwdAlgo_t)e->algo[FWD], cu->ws, e->ws[FWD],
-				    &f_zero, e->y, y));
+				    (d->post & BT_CONV_POST_SUM) ? &f_one : &f_zero, e->y, y));
 	if (d->bias)
 		KERN(bt_k_bias_add(cu->stream, d->dtype, y, b, (size_t)d->n * d->oh * d->ow, d->cout));
+	if (d->post & BT_CONV_POST_RELU)
+		KERN(bt_k_relu_fwd(cu->stream, d->dtype, y, y, (size_t)d->n * d->oh * d->ow * d->cout));
 out:
 	return rc;
 }

@@ -199,6 +199,7 @@ TEST(conv)
 			.n = k->n, .h = k->h, .w = k->w, .c = k->c, .cout = k->cout, .kh = k->kh,
 			.kw = k->kw, .sh = k->sh, .sw = k->sw, .ph = k->ph, .pw = k->pw, .dh = k->dh,
 			.dw = k->dw, .groups = k->groups, .bias = k->bias,
+			.post = (int)(t % 4), /* inference's sum and ReLU post-operations, in turn */
 		};
 		struct pair x, w, b, y, dy, dx, dw, db;
 		char what[96];
@@ -701,6 +702,49 @@ TEST(run_every_op)
 	CHECK(ok);
 }
 
+/* Fused inference (batch norms folded, ReLUs and residual additions as post-operations of
+ * the convolutions) on zoo models with identity and downsampling shortcuts: the GPU's
+ * logits against the CPU's, and against its own unfused pass. */
+TEST(run_zoo_fused_inference)
+{
+	static const struct { const char *name; int size; } m[] = {
+		{ "cifar_resnet20_v1", 16 }, { "resnet18_v1d", 32 }, { "resnet50_v1b", 32 },
+	};
+	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
+		struct bt_graph g;
+		struct bt_run *rc = NULL, *rg = NULL;
+		enum { N = 4 };
+		size_t nx = (size_t)N * m[k].size * m[k].size * 3;
+		float *x = (float *)malloc(nx * sizeof *x), fused[N * 7];
+		char what[96];
+		int ok = 1;
+		CHECK(x != NULL);
+		bt_graph_init(&g);
+		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(bt_run_new(&rc, &g, &cpu, N), BT_OK);
+		CHECK_EQ(bt_run_new(&rg, &g, &gpu, N), BT_OK);
+		CHECK_EQ(bt_run_init_params(rc, 21, 0), BT_OK);
+		CHECK_EQ(bt_run_init_params(rg, 21, 0), BT_OK);
+		fill(x, nx, 2100 + k, -1, 1);
+		for (int s = 0; s < 5; s++) /* running statistics away from 0 and 1 */
+			BOTH("forward", bt_run_forward(rc, x, N, 1, 0), bt_run_forward(rg, x, N, 1, 0));
+		BOTH("inference", bt_run_forward(rc, x, N, 0, 0), bt_run_forward(rg, x, N, 0, 0));
+		snprintf(what, sizeof what, "%s: fused inference logits", m[k].name);
+		ok &= run_near(what, rc, rg, get_logits, N * 7, TOL_RUN);
+		CHECK_EQ(bt_run_read_logits(rg, fused, N), BT_OK);
+		bt_run_fuse(rg, 0);
+		CHECK_EQ(bt_run_forward(rg, x, N, 0, 0), BT_OK);
+		snprintf(what, sizeof what, "%s: GPU fused against unfused", m[k].name);
+		ok &= near(what, fused, bt_run_logits(rg), N * 7, TOL_RUN);
+		bt_run_free(rc);
+		bt_run_free(rg);
+		bt_graph_free(&g);
+		free(x);
+		CHECK(ok);
+	}
+}
+
 /* 100 SGD steps on four fixed batches whose pixels carry a little of the label: the loss
  * must fall on both backends and the two must end within 2 % of each other. Rounding
  * differences grow chaotically mid-run (up to about 4 % between two CPU runs whose initial
@@ -922,6 +966,7 @@ TEST(conv_half)
 				.n = k->n, .h = k->h, .w = k->w, .c = k->c, .cout = k->cout, .kh = k->kh,
 				.kw = k->kw, .sh = k->sh, .sw = k->sw, .ph = k->ph, .pw = k->pw, .dh = k->dh,
 				.dw = k->dw, .groups = k->groups, .bias = k->bias,
+				.post = (int)((t + 1) % 4),
 			}, dh;
 			struct hpair x, w, y, dy, dx;
 			struct pair b, dw, db;
@@ -1821,6 +1866,7 @@ int main(void)
 	RUN(softmax_ce);
 	RUN(sgd_ranges);
 	RUN(run_every_op);
+	RUN(run_zoo_fused_inference);
 	RUN(run_cifar_resnet20_tracks_cpu);
 	RUN(profile_on_cuda);
 	RUN(device_memory);

@@ -122,7 +122,7 @@ static int conv_case(int n, int h, int w, int c, int cout, int kh, int kw, int s
 		     int pw, int dh, int dw, int groups, int bias)
 {
 	struct bt_conv_desc d = { n, h, w, c, out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw),
-				  cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, 0 /* float32 */ };
+				  cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias, 0 /* float32 */, 0 };
 	size_t nx = (size_t)n * h * w * c, ny = (size_t)n * d.oh * d.ow * cout;
 	size_t nw = (size_t)cout * kh * kw * (c / groups);
 	float *x = rnd(nx), *wt = rnd(nw), *b = rnd(cout), *y = fill(ny, 7), *dy = rnd(ny);
@@ -230,6 +230,62 @@ TEST(test_conv_asymmetric_kernels)
 	CHECK(conv_case(2, 7, 7, 4, 5, 1, 7, 1, 1, 0, 3, 1, 1, 1, 1));
 	CHECK(conv_case(2, 7, 7, 4, 5, 7, 1, 1, 1, 3, 0, 1, 1, 1, 0));
 	CHECK(conv_case(2, 6, 8, 3, 4, 3, 5, 1, 2, 1, 2, 1, 1, 1, 0));
+}
+
+/* Post-operations against their formula: y = max(0, conv + b + y_before). Backward ignores
+ * them (the same gradients as without). */
+static int conv_post_case(int groups, int bias, int post)
+{
+	struct bt_conv_desc d = { 2, 6, 5, 4, 0, 0, 8, 3, 3, 1, 1, 1, 1, 1, 1, groups, bias, 0, 0 };
+	size_t nx, ny, nw;
+	float *x, *wt, *b, *y, *y0, *dy, *dx, *dx0;
+	double *ry;
+	int ok = 0;
+
+	d.oh = out_size(d.h, d.kh, d.sh, d.ph, d.dh);
+	d.ow = out_size(d.w, d.kw, d.sw, d.pw, d.dw);
+	d.post = post;
+	nx = (size_t)d.n * d.h * d.w * d.c;
+	ny = (size_t)d.n * d.oh * d.ow * d.cout;
+	nw = (size_t)d.cout * d.kh * d.kw * (d.c / groups);
+	x = rnd(nx), wt = rnd(nw), b = rnd(d.cout), y = rnd(ny), dy = rnd(ny);
+	y0 = malloc(ny * sizeof *y0), dx = fill(nx, 0), dx0 = fill(nx, 0);
+	ry = calloc(ny, sizeof *ry);
+	memcpy(y0, y, ny * sizeof *y0);
+	conv_ref(&d, 0, x, wt, NULL, ry);
+	for (size_t i = 0; i < ny; i++) {
+		ry[i] += (bias ? b[i % d.cout] : 0) + ((post & BT_CONV_POST_SUM) ? y0[i] : 0);
+		if ((post & BT_CONV_POST_RELU) && ry[i] < 0)
+			ry[i] = 0;
+	}
+	if (bt_cpu_conv_fwd(cpu, &d, x, wt, bias ? b : NULL, y) || far_off(y, ry, ny, 1e-4) >= 0)
+		goto out;
+	if (bt_cpu_conv_bwd_data(cpu, &d, dy, wt, dx))
+		goto out;
+	d.post = 0;
+	if (bt_cpu_conv_bwd_data(cpu, &d, dy, wt, dx0) || memcmp(dx, dx0, nx * sizeof *dx))
+		goto out;
+	ok = 1;
+out:
+	if (!ok)
+		fprintf(stderr, "  conv post %d groups %d bias %d: %s\n", post, groups, bias, bt_errmsg());
+	free(x), free(wt), free(b), free(y), free(y0), free(dy), free(dx), free(dx0), free(ry);
+	return ok;
+}
+
+TEST(test_conv_post_ops)
+{
+	for (int post = 1; post <= 3; post++) {
+		CHECK(conv_post_case(1, 1, post));
+		CHECK(conv_post_case(1, 0, post));
+		CHECK(conv_post_case(4, 1, post));
+	}
+	{
+		struct bt_conv_desc d = { 1, 3, 3, 1, 3, 3, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0 };
+		float v[9] = { 0 };
+		d.post = 4;
+		CHECK_EQ(bt_cpu_conv_fwd(cpu, &d, v, v, NULL, v), BT_ERR_INVALID);
+	}
 }
 
 /* ---- batch norm ------------------------------------------------------------------------- */
@@ -540,7 +596,7 @@ TEST(test_fc)
 
 TEST(test_cache)
 {
-	struct bt_conv_desc d = { 2, 8, 8, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0 /* float32 */ };
+	struct bt_conv_desc d = { 2, 8, 8, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0 /* float32 */, 0 };
 	struct bt_bn_desc bd = { 2, 8, 8, 8, 1e-5f, 0.1f, 0 /* float32 */ };
 	struct bt_pool_desc pd = { 2, 8, 8, 8, 4, 4, 2, 2, 2, 2, 0, 0, 1, 0, 0 /* float32 */ };
 	size_t nx = 2 * 8 * 8 * 8;
@@ -570,7 +626,7 @@ TEST(test_cache)
 
 TEST(test_errors)
 {
-	struct bt_conv_desc d = { 2, 8, 8, 6, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0 /* float32 */ };
+	struct bt_conv_desc d = { 2, 8, 8, 6, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0 /* float32 */, 0 };
 	float v = 0;
 	CHECK_EQ(bt_cpu_conv_fwd(cpu, &d, &v, &v, NULL, &v), BT_ERR_INVALID); /* 6 % 4 */
 	d.groups = 1;
@@ -598,6 +654,7 @@ int main(void)
 	RUN(test_conv_dilation);
 	RUN(test_conv_groups);
 	RUN(test_conv_asymmetric_kernels);
+	RUN(test_conv_post_ops);
 	RUN(test_bn);
 	RUN(test_pool_max);
 	RUN(test_pool_avg);

@@ -14,6 +14,7 @@
 #include "rng.h"
 #include "run.h"
 #include "test.h"
+#include "zoo.h"
 
 static struct bt_backend be;
 
@@ -270,6 +271,75 @@ TEST(folded_inference_matches)
 	bt_graph_free(&g);
 }
 
+/* Fused inference (folded batch norms, ReLUs and residual additions done by the
+ * convolutions) gives the unfused logits on zoo models with identity and downsampling
+ * shortcuts, and a training pass after it is bit for bit what it is after an unfused one. */
+TEST(fused_inference_matches_on_zoo_models)
+{
+	static const struct { const char *name; int size, fused; } m[] = {
+		/* fused: nodes left out, 3 per block plus the stem's batch norm and ReLU at least */
+		{ "cifar_resnet20_v1", 16, 2 + 9 * 5 },
+		{ "resnet18_v1", 32, 2 + 8 * 5 },
+		{ "resnet50_v1b", 32, 2 + 16 * 6 },
+		{ "resnet18_v1d", 32, 2 + 8 * 5 },
+		{ "mobilenet0.25", 32, 2 * 27 },
+	};
+	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
+		struct bt_graph g;
+		struct bt_run *r;
+		int32_t labels[2] = { 1, 5 };
+		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
+		float *x = malloc(nx * sizeof *x), plain[14], train1[14];
+		double l, err = 0;
+		CHECK(x != NULL);
+		bt_model_defaults(m[k].name, &o);
+		bt_graph_init(&g);
+		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
+		bt_run_init_params(r, 5, 0); /* gamma 1 everywhere: the residual branches count */
+		fill(x, nx, 6, 1.0f);
+		/* running statistics away from their initial values, and weights moved once */
+		for (int s = 0; s < 10; s++)
+			CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		CHECK_EQ(bt_run_loss(r, labels, NULL, 0, 1, &l), BT_OK);
+		CHECK_EQ(bt_run_backward(r), BT_OK);
+		bt_run_sgd(r, 0.001f, 0.9f, 0, 0);
+		fprintf(stderr, "  %s: %d nodes fused\n", m[k].name, bt_run_fused_nodes(r));
+		CHECK(bt_run_fused_nodes(r) >= m[k].fused);
+		bt_run_fuse(r, 0);
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		memcpy(plain, bt_run_logits(r), sizeof plain);
+		/* another batch through every buffer first, so that a node the fused pass fails
+		 * to write cannot pass on the unfused pass's values */
+		for (size_t i = 0; i < nx; i++)
+			x[i] = -x[i];
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		for (size_t i = 0; i < nx; i++)
+			x[i] = -x[i];
+		bt_run_fuse(r, 1);
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		for (int i = 0; i < 14; i++) {
+			CHECK(isfinite(plain[i]));
+			double e = fabs(bt_run_logits(r)[i] - plain[i]) / (1e-3 + fabs(plain[i]));
+			err = e > err ? e : err;
+		}
+		fprintf(stderr, "  %s: fused against unfused logits, largest relative error %.2e\n",
+			m[k].name, err);
+		CHECK(err < 1e-4);
+		/* training output does not depend on the running statistics it updates */
+		CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		memcpy(train1, bt_run_logits(r), sizeof train1);
+		bt_run_fuse(r, 0);
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		CHECK(memcmp(bt_run_logits(r), train1, sizeof train1) == 0);
+		bt_run_free(r);
+		bt_graph_free(&g);
+		free(x);
+	}
+}
+
 TEST(dropout_train_and_eval)
 {
 	struct bt_graph g;
@@ -321,6 +391,7 @@ int main(void)
 	RUN(tiny_model_fits_a_tiny_batch);
 	RUN(dropout_train_and_eval);
 	RUN(folded_inference_matches);
+	RUN(fused_inference_matches_on_zoo_models);
 	bt_backend_free(&be);
 	return test_summary();
 }
