@@ -163,6 +163,11 @@ struct bt_backend_i {
 	 * in->x after returning: the caller keeps the batch unchanged until a call that waits
 	 * for the queue (a download, the loss) has returned. */
 	int (*input_u8)(void *ctx, int dtype, const struct bt_u8_batch *in, void *y);
+
+	/* Optional (NULL: unknown): about how many more bytes alloc could hand out now (the
+	 * device's free memory; on the CPU, the system's available memory within the process's
+	 * address-space limit). For out-of-memory messages that name a batch that fits. */
+	int (*available)(void *ctx, size_t *bytes);
 };
 
 struct bt_backend {

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
@@ -150,6 +151,12 @@ int bt_cpu_new(struct bt_cpu **out_cpu, int threads)
 		omp_set_num_threads(threads);
 	DN(dnnl_engine_create(&cpu->engine, dnnl_cpu, 0), "engine");
 	DN(dnnl_stream_create(&cpu->stream, cpu->engine, dnnl_stream_default_flags), "stream");
+	/* oneDNN generates its sgemm kernels at the first call, and crashes if memory runs out
+	 * then (it has no error path there): generate them now, while memory is plentiful. */
+	{
+		float a = 1, b = 1, c = 0;
+		DN(dnnl_sgemm('N', 'T', 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1), "sgemm");
+	}
 	v = dnnl_version();
 	snprintf(cpu->desc, sizeof cpu->desc, "oneDNN v%d.%d.%d (CPU ISA: %s, %d threads)",
 		 v->major, v->minor, v->patch, isa_name(dnnl_get_effective_cpu_isa()),
@@ -321,6 +328,20 @@ out:
 	return rc;
 }
 
+/* oneDNN's code generator crashes when it cannot allocate (it has no error path), which an
+ * address-space limit (ulimit -v) makes likely once the run's buffers are in place. So a
+ * primitive is only created while an 8 MiB mapping could still be made; else the caller
+ * gets BT_ERR_NOMEM. The probe maps nothing in: it is unmapped at once. */
+#define JIT_HEADROOM ((size_t)8 << 20)
+static int jit_headroom(void)
+{
+	void *p = mmap(NULL, JIT_HEADROOM, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return bt_error(BT_ERR_NOMEM, "oneDNN: too little memory left to generate a kernel");
+	munmap(p, JIT_HEADROOM);
+	return BT_OK;
+}
+
 /* Finish an entry whose pd (built with a user-mode scratchpad) is set: create the primitive,
  * a memory per argument, reorders where the primitive's layout differs from the caller's or
  * the result must be added, and make sure the scratch buffer holds scratchpad and copies. */
@@ -332,6 +353,8 @@ static int entry_build(struct bt_cpu *cpu, struct bt_entry *e, const struct bt_a
 	int rc = BT_OK;
 
 	BT_ASSERT(nspec <= MAX_ARGS);
+	if ((rc = jit_headroom()) < 0)
+		return rc;
 	DN(dnnl_primitive_create(&e->prim, e->pd), "primitive");
 	md = dnnl_primitive_desc_query_md(e->pd, dnnl_query_scratchpad_md, 0);
 	e->spad_bytes = md ? round64(dnnl_memory_desc_get_size(md)) : 0;

@@ -19,8 +19,12 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 /* This thread's share [*b, *e) of n elements, 16-aligned so that vectors stay whole. */
 static void share(size_t n, size_t *b, size_t *e)
@@ -465,6 +469,41 @@ static int c_fc_bwd(void *c, const struct bt_fc_desc *d, const void *x, const vo
 		    void *dx, float *dw, float *db)
 { return d->dtype ? refuse(d->dtype) : bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
 
+/* MemAvailable of /proc/meminfo, and within RLIMIT_AS what this process has not mapped yet
+ * (VmSize, the first field of /proc/self/statm), whichever is smaller. */
+static int c_available(void *ctx, size_t *bytes)
+{
+	struct rlimit rl;
+	unsigned long long kb = 0, pages = 0;
+	size_t avail = SIZE_MAX;
+	char line[128];
+	FILE *f;
+
+	(void)ctx;
+	if ((f = fopen("/proc/meminfo", "r"))) {
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+				avail = (size_t)kb * 1024;
+				break;
+			}
+		fclose(f);
+	}
+	if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (f = fopen("/proc/self/statm", "r"))) {
+		if (fscanf(f, "%llu", &pages) == 1) {
+			size_t mapped = (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+			size_t room = rl.rlim_cur > mapped ? (size_t)rl.rlim_cur - mapped : 0;
+			if (room < avail)
+				avail = room;
+		}
+		fclose(f);
+	}
+	if (avail == SIZE_MAX)
+		return bt_error(BT_ERR_UNSUPPORTED, "available memory: /proc/meminfo unreadable");
+	*bytes = avail;
+	return BT_OK;
+}
+
 static const struct bt_backend_i cpu_backend = {
 	.name = "cpu",
 	.describe = c_describe,
@@ -507,6 +546,7 @@ static const struct bt_backend_i cpu_backend = {
 	.host_alloc = NULL,
 	.host_free = NULL,
 	.input_u8 = c_input_u8,
+	.available = c_available,
 };
 
 int bt_backend_cpu(struct bt_backend *be, int threads)

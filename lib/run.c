@@ -22,6 +22,8 @@
 #include "rng.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -403,8 +405,8 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 	return bt_run_new_dtype(out, g, be, batch, BT_DTYPE_F32);
 }
 
-int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
-		     int dtype)
+static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+		   int dtype)
 {
 	struct bt_run *r;
 	size_t maxel = 0, K = g->status == BT_OK && g->output >= 0 ? (size_t)g->nodes[g->output].out.c : 0;
@@ -528,6 +530,133 @@ float *bt_run_grads(struct bt_run *r) { return r->grads; }
 float *bt_run_momentum(struct bt_run *r) { return r->mom; }
 int bt_run_dtype(const struct bt_run *r) { return r->dtype; }
 size_t bt_run_activation_bytes(const struct bt_run *r) { return r->act_bytes; }
+
+/* ---- memory estimates ------------------------------------------------------------------
+ * A run's allocations follow from the graph, the batch and the dtype alone, so planning one
+ * on a backend whose alloc only counts (and hands out distinct fake addresses, which the
+ * planner compares but never touches) gives the bytes the real backend would be asked for. */
+struct counting {
+	struct bt_backend *real;
+	size_t bytes;
+	uintptr_t next;
+};
+
+static int cnt_supports(void *ctx, int dtype)
+{
+	struct bt_backend *be = ((struct counting *)ctx)->real;
+	return be->i->supports(be->ctx, dtype);
+}
+
+static int cnt_alloc(void *ctx, size_t bytes, void **p)
+{
+	struct counting *c = ctx;
+	c->bytes += bytes;
+	c->next += 64;
+	*p = (void *)c->next;
+	return BT_OK;
+}
+
+static void cnt_release(void *ctx, void *p)
+{
+	(void)ctx;
+	(void)p;
+}
+
+static int cnt_zero(void *ctx, void *p, size_t bytes)
+{
+	(void)ctx;
+	(void)p;
+	(void)bytes;
+	return BT_OK;
+}
+
+static size_t cnt_pool_ws_bytes(void *ctx, const struct bt_pool_desc *d)
+{
+	struct bt_backend *be = ((struct counting *)ctx)->real;
+	return be->i->pool_ws_bytes(be->ctx, d);
+}
+
+int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes)
+{
+	static const struct bt_backend_i counting_i = {
+		.name = "counting", .supports = cnt_supports, .alloc = cnt_alloc,
+		.release = cnt_release, .zero = cnt_zero, .pool_ws_bytes = cnt_pool_ws_bytes,
+	};
+	struct counting c = { be, 0, 4096 };
+	struct bt_backend cb = { &counting_i, &c };
+	struct bt_run *r = NULL;
+	int st = run_new(&r, g, &cb, batch, dtype);
+	if (st == BT_OK) {
+		*bytes = c.bytes;
+		bt_run_free(r);
+	}
+	return st;
+}
+
+int bt_run_batch_fitting(const struct bt_graph *g, struct bt_backend *be, int dtype, size_t budget, int max)
+{
+	int lo = 0, hi = max; /* bytes(lo) fits (0 trivially), bytes(hi + 1) does not */
+	size_t b;
+	while (lo < hi) {
+		int mid = lo + (hi - lo + 1) / 2;
+		if (bt_run_bytes(g, be, mid, dtype, &b) == BT_OK && b <= budget)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+static const char *gib(size_t bytes, char *buf, size_t len)
+{
+	if (bytes >= (size_t)1 << 30)
+		snprintf(buf, len, "%.1f GiB", bytes / (double)(1 << 30));
+	else
+		snprintf(buf, len, "%.0f MiB", bytes / (double)(1 << 20));
+	return buf;
+}
+
+/* An allocation failed while making a run: say how much the batch needs, how much the
+ * backend has free, and the largest batch that should fit in 90 % of that (the rest for
+ * what comes later: convolution workspaces, folded weights, the libraries' own buffers). */
+static int explain_nomem(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype)
+{
+	char why[256], a[32], b[32];
+	size_t need = 0, avail = 0;
+	int fit;
+
+	snprintf(why, sizeof why, "%s", bt_errmsg());
+	if (bt_run_bytes(g, be, batch, dtype, &need) < 0 || !be->i->available ||
+	    be->i->available(be->ctx, &avail) < 0)
+		return bt_error(BT_ERR_NOMEM, "%s", why);
+	fit = bt_run_batch_fitting(g, be, dtype, avail / 10 * 9, batch - 1);
+	if (fit < 1)
+		return bt_error(BT_ERR_NOMEM,
+				"out of %s memory: a batch of %d needs about %s, %s is free, not enough for a batch of 1",
+				be->i->name, batch, gib(need, a, sizeof a), gib(avail, b, sizeof b));
+	return bt_error(BT_ERR_NOMEM,
+			"out of %s memory: a batch of %d needs about %s, %s is free; a batch of %d should fit",
+			be->i->name, batch, gib(need, a, sizeof a), gib(avail, b, sizeof b), fit);
+}
+
+int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+		     int dtype)
+{
+	size_t need = 0, avail = 0;
+	int st = run_new(out, g, be, batch, dtype);
+
+	/* A run that leaves less than 5 % of its size free would fail at its first steps
+	 * (workspaces, kernels; oneDNN crashes when its code generator cannot allocate), so
+	 * it is refused now, with the same explanation. */
+	if (st == BT_OK && be->i->available && be->i->available(be->ctx, &avail) == BT_OK &&
+	    bt_run_bytes(g, be, batch, dtype, &need) == BT_OK && avail < need / 20) {
+		bt_run_free(*out);
+		*out = NULL;
+		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first steps",
+			      batch);
+	}
+	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype) : st;
+}
 
 const float *bt_run_logits(const struct bt_run *r)
 {

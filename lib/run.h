@@ -127,4 +127,11 @@ void bt_run_profile_get(const struct bt_run *r, double seconds[BT_OP_COUNT][2], 
  * copy of the parameters). */
 size_t bt_run_activation_bytes(const struct bt_run *r);
 
+/* The bytes of backend memory bt_run_new_dtype would allocate for this batch and dtype
+ * (planned, nothing allocated; the convolution workspaces and folded weights that the first
+ * passes add are not counted). */
+int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes);
+/* The largest batch from 0 to max whose bt_run_bytes is at most budget. */
+int bt_run_batch_fitting(const struct bt_graph *g, struct bt_backend *be, int dtype, size_t budget, int max);
+
 #endif

@@ -292,6 +292,17 @@ static int g_memory(void *ctx, size_t *now, size_t *peak)
 	return BT_OK;
 }
 
+static int g_available(void *ctx, size_t *bytes)
+{
+	size_t free_b = 0, total = 0;
+	int rc = BT_OK;
+	(void)ctx;
+	CU(cudaMemGetInfo(&free_b, &total));
+	*bytes = free_b;
+out:
+	return rc;
+}
+
 static int g_sync(void *ctx)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
@@ -1269,6 +1280,7 @@ static const struct bt_backend_i cuda_backend = {
 	/* .host_alloc */ g_host_alloc,
 	/* .host_free */ g_host_free,
 	/* .input_u8 */ g_input_u8,
+	/* .available */ g_available,
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)

@@ -22,6 +22,21 @@ load helper
 	[[ "$output" != *"inference"* ]]
 }
 
+@test "out of memory: one line naming what the batch needs, what is free and a batch that fits" {
+	# an address-space limit makes the CPU backend's allocations fail as a full device would
+	run bash -c "ulimit -v 800000; bt-train --benchmark --model cifar_resnet20_v1 --input-size 8 \
+		--batch-size 60000 -j 1 --steps 1 --warmup 0 --no-inference"
+	[ "$status" -eq 1 ]
+	[ "${#lines[@]}" -eq 1 ]
+	[[ "$output" =~ ^bt-train:\ out\ of\ cpu\ memory:\ a\ batch\ of\ 60000\ needs\ about\ [0-9.]+\ GiB,\ [0-9.]+\ (MiB|GiB)\ is\ free\;\ a\ batch\ of\ ([0-9]+)\ should\ fit$ ]]
+	fit=${BASH_REMATCH[2]}
+	[ "$fit" -gt 100 ] && [ "$fit" -lt 60000 ]
+	run bash -c "ulimit -v 800000; bt-train --benchmark --model cifar_resnet20_v1 --input-size 8 \
+		--batch-size $fit -j 1 --steps 1 --warmup 0 --no-inference"
+	[ "$status" -eq 0 ]
+	[[ "${lines[-1]}" =~ ^[0-9]+\.[0-9]$ ]]
+}
+
 @test "errors: unknown model, no --benchmark or no --model (2); an input too small (1)" {
 	run bt-train --benchmark --model resnet51
 	[ "$status" -eq 2 ]

@@ -340,6 +340,54 @@ TEST(fused_inference_matches_on_zoo_models)
 	}
 }
 
+/* bt_run_bytes is what bt_run_new allocates: a backend that forwards to the CPU's and sums
+ * what it hands out gives the same count; bt_run_batch_fitting finds the exact edge. */
+static struct bt_backend_i counted_i;
+static size_t counted;
+
+static int counted_alloc(void *ctx, size_t bytes, void **p)
+{
+	counted += bytes;
+	return be.i->alloc(ctx, bytes, p);
+}
+
+TEST(memory_estimate)
+{
+	static const char *const names[] = { "cifar_resnet20_v1", "resnet18_v1d", "mobilenet0.25" };
+	struct bt_backend cb;
+	counted_i = *be.i;
+	counted_i.alloc = counted_alloc;
+	cb.i = &counted_i;
+	cb.ctx = be.ctx;
+	for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+		struct bt_model_opts o = { .classes = 10, .in_channels = 3, .input_size = 32 };
+		struct bt_graph g;
+		struct bt_run *r;
+		size_t est = 0, e8 = 0, e9 = 0;
+		bt_graph_init(&g);
+		CHECK_EQ(bt_model_build(&g, names[k], &o), BT_OK);
+		for (int batch = 1; batch <= 16; batch *= 4) {
+			counted = 0;
+			CHECK_EQ(bt_run_bytes(&g, &be, batch, BT_DTYPE_F32, &est), BT_OK);
+			CHECK_EQ(bt_run_new(&r, &g, &cb, batch), BT_OK);
+			fprintf(stderr, "  %s batch %d: estimate %zu bytes, allocated %zu\n", names[k], batch,
+				est, counted);
+			CHECK_EQ(est, counted);
+			CHECK(bt_run_activation_bytes(r) < counted);
+			bt_run_free(r);
+		}
+		CHECK_EQ(bt_run_bytes(&g, &be, 8, BT_DTYPE_F32, &e8), BT_OK);
+		CHECK_EQ(bt_run_bytes(&g, &be, 9, BT_DTYPE_F32, &e9), BT_OK);
+		CHECK(e9 > e8);
+		CHECK_EQ(bt_run_batch_fitting(&g, &be, BT_DTYPE_F32, e8, 100), 8);
+		CHECK_EQ(bt_run_batch_fitting(&g, &be, BT_DTYPE_F32, e9 - 1, 100), 8);
+		CHECK_EQ(bt_run_batch_fitting(&g, &be, BT_DTYPE_F32, e9, 100), 9);
+		CHECK_EQ(bt_run_batch_fitting(&g, &be, BT_DTYPE_F32, e9, 5), 5);
+		CHECK_EQ(bt_run_batch_fitting(&g, &be, BT_DTYPE_F32, 1000, 100), 0);
+		bt_graph_free(&g);
+	}
+}
+
 TEST(dropout_train_and_eval)
 {
 	struct bt_graph g;
@@ -392,6 +440,7 @@ int main(void)
 	RUN(dropout_train_and_eval);
 	RUN(folded_inference_matches);
 	RUN(fused_inference_matches_on_zoo_models);
+	RUN(memory_estimate);
 	bt_backend_free(&be);
 	return test_summary();
 }
