@@ -94,6 +94,18 @@ for dt in bfloat16 float16 float32; do
 		"($(grep '^peak device memory' "$OUT/bt_resnet50_$dt.txt"))"
 done
 
+step "out of device memory: resnet50_v1b float32 at batch 8192 must fail with one clear line"
+timeout "$(limit 60 60)" bt-train --benchmark --device cuda --model resnet50_v1b --batch-size 8192 \
+	--steps 1 --warmup 0 --no-inference > "$OUT/oom.txt" 2>&1
+rc=$?
+cat "$OUT/oom.txt"
+if [ $rc -eq 1 ] && [ "$(wc -l < "$OUT/oom.txt")" -eq 1 ] &&
+	grep -Eq '^bt-train: out of cuda memory: a batch of 8192 needs about [0-9.]+ GiB, [0-9.]+ GiB is free; a batch of [0-9]+ should fit$' "$OUT/oom.txt"; then
+	echo "ok out-of-memory message"
+else
+	echo "FAIL: out-of-memory message (exit $rc)"; status=1
+fi
+
 step "bt-train on real JPEG records: resnet50_v1b, bfloat16, batch 256, 16 loader threads"
 # A short run end to end (records, loader, the uint8 path to the device, checkpoints, the
 # validation pass) and issue 7's data-path target: the epochs' images/s on real JPEGs at
