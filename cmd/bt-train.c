@@ -365,7 +365,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 			t0 = tool_now();
 			bt_run_profile(r, profile);
 		}
-		if ((st = bt_run_forward(r, x, batch, 1, (uint64_t)s)) < 0 ||
+		if ((st = bt_run_forward(r, s == 0 ? x : NULL, batch, 1, (uint64_t)s)) < 0 ||
 		    (st = bt_run_loss(r, labels, NULL, 0.1f, 1, &loss)) < 0 || (st = bt_run_backward(r)) < 0 ||
 		    (st = bt_run_sgd(r, 0.01f, 0.9f, 1e-4f, 1)) < 0)
 			goto fail;
@@ -383,7 +383,7 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 				t0 = tool_now();
 				bt_run_profile(r, profile);
 			}
-			if ((st = bt_run_forward(r, x, batch, 0, 0)) < 0)
+			if ((st = bt_run_forward(r, NULL, batch, 0, 0)) < 0)
 				goto fail;
 		}
 		if ((st = bt_run_read_logits(r, sink, 1)) < 0)

@@ -68,6 +68,8 @@ struct bt_run {
 	void **dypool;          /* the gradient buffers nodes share by lifetime */
 	int ndypool;
 	int have_loss;
+	int have_input;         /* the input node holds a batch, of input_n images */
+	int input_n;
 	int32_t *labels;        /* (batch) on the device, for the loss */
 	float *soft;            /* (batch, classes) on the device */
 	struct bt_sgd_range *ranges[2]; /* the optimizer's ranges, without and with no_bias_decay */
@@ -858,6 +860,16 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		switch (nd->op) {
 		case BT_OP_INPUT:
+			if (!u8 && !x) {
+				if (!r->have_input)
+					st = bt_error(BT_ERR_INVALID, "run: no input yet to reuse");
+				else if (n != r->input_n)
+					st = bt_error(BT_ERR_INVALID, "run: reusing an input of %d images for %d",
+						      r->input_n, n);
+				break;
+			}
+			r->have_input = 1;
+			r->input_n = n;
 			if (u8) {
 				st = be->input_u8(ctx, dt, u8, b->y);
 			} else if (r->in32) {

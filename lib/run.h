@@ -52,7 +52,10 @@ int bt_run_dtype(const struct bt_run *r);
  * last of a residual branch. Deterministic in seed. */
 int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma);
 
-/* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout. */
+/* Forward pass of n <= batch images x (N,H,W,C). train: batch statistics, dropout.
+ * x NULL: the input the last pass used, still in the backend's memory (nothing is copied;
+ * --benchmark keeps its synthetic batch on the device that way, as PyTorch's does); an
+ * error before any input was given. */
 int bt_run_forward(struct bt_run *r, const float *x, int n, int train, uint64_t dropout_seed);
 /* The same from a uint8 batch (backend.h's struct bt_u8_batch: the loader's crops with
  * their colour operations deferred, mean and std, mixup): the backend's input_u8 applies

@@ -388,6 +388,30 @@ TEST(memory_estimate)
 	}
 }
 
+/* x NULL reuses the input of the last pass: the same training logits, after an inference
+ * pass too (the fused one writes other buffers than training's); an
+ * error before any input, or for another number of images. */
+TEST(input_reuse)
+{
+	struct bt_graph g;
+	struct bt_run *r;
+	float x[4 * 6 * 6 * 3], first[4 * 5];
+	CHECK_EQ(small_net(&g, 5), BT_OK);
+	CHECK_EQ(bt_run_new(&r, &g, &be, 4), BT_OK);
+	bt_run_init_params(r, 13, 0);
+	fill(x, sizeof x / sizeof *x, 14, 1.0f);
+	CHECK_EQ(bt_run_forward(r, NULL, 4, 1, 0), BT_ERR_INVALID);
+	CHECK_EQ(bt_run_forward(r, x, 4, 1, 0), BT_OK);
+	memcpy(first, bt_run_logits(r), sizeof first);
+	memset(x, 0, sizeof x);
+	CHECK_EQ(bt_run_forward(r, NULL, 4, 0, 0), BT_OK); /* inference, then training again */
+	CHECK_EQ(bt_run_forward(r, NULL, 4, 1, 0), BT_OK);
+	CHECK(memcmp(first, bt_run_logits(r), sizeof first) == 0);
+	CHECK_EQ(bt_run_forward(r, NULL, 3, 0, 0), BT_ERR_INVALID);
+	bt_run_free(r);
+	bt_graph_free(&g);
+}
+
 TEST(dropout_train_and_eval)
 {
 	struct bt_graph g;
@@ -441,6 +465,7 @@ int main(void)
 	RUN(folded_inference_matches);
 	RUN(fused_inference_matches_on_zoo_models);
 	RUN(memory_estimate);
+	RUN(input_reuse);
 	bt_backend_free(&be);
 	return test_summary();
 }
