@@ -168,6 +168,19 @@ struct bt_backend_i {
 	 * device's free memory; on the CPU, the system's available memory within the process's
 	 * address-space limit). For out-of-memory messages that name a batch that fits. */
 	int (*available)(void *ctx, size_t *bytes);
+
+	/* Optional, all three or none (NULL: run.c keeps a ReLU after a batch norm a node of its
+	 * own). Training, a batch norm and the ReLU that follows it in one pass: y = max(0,
+	 * bn(x)) with bn_fwd_train's statistics, and ws (bn_relu_ws_bytes for the descriptor's
+	 * shape; 0 when unsupported) recording which outputs are positive; the backward masks
+	 * dy with ws, then is bn_bwd's. */
+	size_t (*bn_relu_ws_bytes)(void *ctx, const struct bt_bn_desc *d);
+	int (*bn_relu_fwd_train)(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
+				 const float *beta, float *running_mean, float *running_var,
+				 float *save_mean, float *save_invstd, void *y, void *ws);
+	int (*bn_relu_bwd)(void *ctx, const struct bt_bn_desc *d, const void *x, const void *dy,
+			   const float *gamma, const float *save_mean, const float *save_invstd,
+			   const void *ws, void *dx, float *dgamma, float *dbeta);
 };
 
 struct bt_backend {

@@ -47,7 +47,7 @@ enum bt_prim_kind {
 
 enum { ARG_IN, ARG_OUT, ARG_ACC }; /* ACC: computed into scratch, then added to the user's */
 
-#define MAX_ARGS 9
+#define MAX_ARGS 10
 #define KEY_INTS 24
 
 struct bt_arg {
@@ -716,6 +716,7 @@ int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, co
 struct bn_key {
 	int n, h, w, c;
 	float eps;
+	int relu;               /* the ReLU after it fused (training) */
 };
 
 static struct bn_key bn_key_of(const struct bt_bn_desc *d)
@@ -744,7 +745,8 @@ static int bn_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, const struct
 		return rc;
 	s = dnnl_batch_normalization_forward_desc_init(
 		&bd, train ? dnnl_forward_training : dnnl_forward_inference, x, k->eps,
-		train ? bn_flags : bn_flags | dnnl_use_global_stats);
+		(train ? bn_flags : bn_flags | dnnl_use_global_stats) |
+			(k->relu ? dnnl_fuse_norm_relu : 0));
 	if (s != dnnl_success)
 		return dnnl_fail(s, "batch norm descriptor");
 	return pd_create(pd, cpu, &bd, NULL, "batch norm forward");
@@ -762,8 +764,9 @@ static int build_bn_fwd_train(struct bt_cpu *cpu, struct bt_entry *e, const void
 		{ DNNL_ARG_SRC, ARG_IN, &x },     { DNNL_ARG_SCALE, ARG_IN, &c },
 		{ DNNL_ARG_SHIFT, ARG_IN, &c },   { DNNL_ARG_DST, ARG_OUT, &x },
 		{ DNNL_ARG_MEAN, ARG_OUT, &c },   { DNNL_ARG_VARIANCE, ARG_OUT, &c },
+		{ DNNL_ARG_WORKSPACE, ARG_OUT, NULL }, /* the ReLU's mask, in oneDNN's format */
 	};
-	return entry_build(cpu, e, spec, 6);
+	return entry_build(cpu, e, spec, k->relu ? 7 : 6);
 }
 
 static int build_bn_fwd_infer(struct bt_cpu *cpu, struct bt_entry *e, const void *desc)
@@ -793,7 +796,7 @@ static int build_bn_bwd(struct bt_cpu *cpu, struct bt_entry *e, const void *desc
 	if ((rc = bn_fwd_pd(cpu, &e->hint, k, &x, &c, 1)) || (rc = aux_reserve(cpu, k->c)))
 		return rc;
 	s = dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &x, &x, k->eps,
-							 bn_flags);
+							 bn_flags | (k->relu ? dnnl_fuse_norm_relu : 0));
 	if (s != dnnl_success)
 		return dnnl_fail(s, "batch norm backward descriptor");
 	if ((rc = pd_create(&e->pd, cpu, &bd, e->hint, "batch norm backward")))
@@ -805,13 +808,15 @@ static int build_bn_bwd(struct bt_cpu *cpu, struct bt_entry *e, const void *desc
 		{ DNNL_ARG_DIFF_SCALE, ARG_ACC, &c },  { DNNL_ARG_DIFF_SHIFT, ARG_ACC, &c },
 		/* oneDNN 2.6 counts the shift among backward's inputs, though it never reads it */
 		{ DNNL_ARG_SHIFT, ARG_IN, &c },
+		{ DNNL_ARG_WORKSPACE, ARG_IN, NULL },
 	};
-	return entry_build(cpu, e, spec, 9);
+	return entry_build(cpu, e, spec, k->relu ? 10 : 9);
 }
 
-int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+static int bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
 			const float *gamma, const float *beta, float *running_mean,
-			float *running_var, float *save_mean, float *save_invstd, float *y)
+			float *running_var, float *save_mean, float *save_invstd, float *y, void *ws,
+			int relu)
 {
 	struct bn_key k;
 	struct bt_entry *e;
@@ -821,11 +826,14 @@ int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 
 	if ((rc = bt_bn_desc_check(d)))
 		return rc;
+	if (relu && !ws)
+		return bt_error(BT_ERR_INVALID, "batch norm with ReLU needs a workspace");
 	k = bn_key_of(d);
+	k.relu = relu;
 	if ((rc = cache_get(cpu, K_BN_FWD_TRAIN, &k, sizeof k, build_bn_fwd_train, &e)))
 		return rc;
 	float *var = cpu->aux; /* oneDNN's biased batch variance */
-	void *p[6] = { (void *)x, (void *)gamma, (void *)beta, y, save_mean, var };
+	void *p[7] = { (void *)x, (void *)gamma, (void *)beta, y, save_mean, var, ws };
 	if ((rc = entry_run(cpu, e, p)))
 		return rc;
 	/* PyTorch updates the running variance with the unbiased estimate. */
@@ -836,6 +844,39 @@ int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 		running_var[i] = (1 - d->momentum) * running_var[i] + d->momentum * var[i] * unbias;
 	}
 	return BT_OK;
+}
+
+int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+			const float *gamma, const float *beta, float *running_mean,
+			float *running_var, float *save_mean, float *save_invstd, float *y)
+{
+	return bn_fwd_train(cpu, d, x, gamma, beta, running_mean, running_var, save_mean,
+			    save_invstd, y, NULL, 0);
+}
+
+int bt_cpu_bn_relu_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+			     const float *gamma, const float *beta, float *running_mean,
+			     float *running_var, float *save_mean, float *save_invstd, float *y,
+			     void *ws)
+{
+	return bn_fwd_train(cpu, d, x, gamma, beta, running_mean, running_var, save_mean,
+			    save_invstd, y, ws, 1);
+}
+
+size_t bt_cpu_bn_relu_ws_bytes(struct bt_cpu *cpu, const struct bt_bn_desc *d)
+{
+	const dnnl_memory_desc_t *md;
+	struct bn_key k;
+	struct bt_entry *e;
+
+	if (bt_bn_desc_check(d))
+		return 0;
+	k = bn_key_of(d);
+	k.relu = 1;
+	if (cache_get(cpu, K_BN_FWD_TRAIN, &k, sizeof k, build_bn_fwd_train, &e))
+		return 0;
+	md = dnnl_primitive_desc_query_md(e->pd, dnnl_query_workspace_md, 0);
+	return md ? dnnl_memory_desc_get_size(md) : 0;
 }
 
 int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
@@ -856,9 +897,9 @@ int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 	return entry_run(cpu, e, p);
 }
 
-int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
-		  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-		  float *dgamma, float *dbeta)
+static int bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
+		  const float *gamma, const float *save_mean, const float *save_invstd,
+		  const void *ws, float *dx, float *dgamma, float *dbeta, int relu)
 {
 	struct bn_key k;
 	struct bt_entry *e;
@@ -866,7 +907,10 @@ int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x
 
 	if ((rc = bt_bn_desc_check(d)))
 		return rc;
+	if (relu && !ws)
+		return bt_error(BT_ERR_INVALID, "batch norm with ReLU needs a workspace");
 	k = bn_key_of(d);
+	k.relu = relu;
 	if ((rc = cache_get(cpu, K_BN_BWD, &k, sizeof k, build_bn_bwd, &e)))
 		return rc;
 	/* oneDNN wants the variance; cpu.h keeps 1/sqrt(var + eps). Only var + eps matters to
@@ -874,9 +918,24 @@ int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x
 	float *var = cpu->aux;
 	for (int i = 0; i < d->c; i++)
 		var[i] = 1.0f / (save_invstd[i] * save_invstd[i]) - d->eps;
-	void *p[9] = { (void *)x,         (void *)dy, (void *)gamma, (void *)save_mean,
-		       var,               dx,         dgamma,        dbeta, (void *)gamma /* unread */ };
+	void *p[10] = { (void *)x, (void *)dy, (void *)gamma, (void *)save_mean, var, dx, dgamma,
+			dbeta, (void *)gamma /* unread */, (void *)ws };
 	return entry_run(cpu, e, p);
+}
+
+int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
+		  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+		  float *dgamma, float *dbeta)
+{
+	return bn_bwd(cpu, d, x, dy, gamma, save_mean, save_invstd, NULL, dx, dgamma, dbeta, 0);
+}
+
+int bt_cpu_bn_relu_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+		       const float *dy, const float *gamma, const float *save_mean,
+		       const float *save_invstd, const void *ws, float *dx, float *dgamma,
+		       float *dbeta)
+{
+	return bn_bwd(cpu, d, x, dy, gamma, save_mean, save_invstd, ws, dx, dgamma, dbeta, 1);
 }
 
 /* ---- pooling ---------------------------------------------------------------------------- */

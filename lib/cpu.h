@@ -66,6 +66,19 @@ int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
 		  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
 		  float *dgamma, float *dbeta);
+/* Training, batch norm and the ReLU after it in one pass (oneDNN's fused flag):
+ * y = max(0, bn(x)), statistics as bt_cpu_bn_fwd_train; ws (bt_cpu_bn_relu_ws_bytes for
+ * the shape) records which outputs are positive. The backward masks dy with ws, then is
+ * bt_cpu_bn_bwd's. */
+size_t bt_cpu_bn_relu_ws_bytes(struct bt_cpu *cpu, const struct bt_bn_desc *d);
+int bt_cpu_bn_relu_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+			     const float *gamma, const float *beta, float *running_mean,
+			     float *running_var, float *save_mean, float *save_invstd, float *y,
+			     void *ws);
+int bt_cpu_bn_relu_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+		       const float *dy, const float *gamma, const float *save_mean,
+		       const float *save_invstd, const void *ws, float *dx, float *dgamma,
+		       float *dbeta);
 
 struct bt_pool_desc {
 	int n, h, w, c, oh, ow;

@@ -458,6 +458,14 @@ static int c_bn_fwd_infer(void *c, const struct bt_bn_desc *d, const void *x, co
 static int c_bn_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
 		    const float *sm, const float *si, void *dx, float *dg, float *db)
 { return d->dtype ? refuse(d->dtype) : bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
+static size_t c_bn_relu_ws_bytes(void *c, const struct bt_bn_desc *d)
+{ return d->dtype ? 0 : bt_cpu_bn_relu_ws_bytes(c, d); }
+static int c_bn_relu_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const float *g,
+			       const float *b, float *rm, float *rv, float *sm, float *si, void *y, void *ws)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_relu_fwd_train(c, d, x, g, b, rm, rv, sm, si, y, ws); }
+static int c_bn_relu_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
+			 const float *sm, const float *si, const void *ws, void *dx, float *dg, float *db)
+{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_relu_bwd(c, d, x, dy, g, sm, si, ws, dx, dg, db); }
 static size_t c_pool_ws_bytes(void *c, const struct bt_pool_desc *d) { return bt_cpu_pool_ws_bytes(c, d); }
 static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const void *x, void *y, void *ws)
 { return d->dtype ? refuse(d->dtype) : bt_cpu_pool_fwd(c, d, x, y, ws); }
@@ -547,6 +555,9 @@ static const struct bt_backend_i cpu_backend = {
 	.host_free = NULL,
 	.input_u8 = c_input_u8,
 	.available = c_available,
+	.bn_relu_ws_bytes = c_bn_relu_ws_bytes,
+	.bn_relu_fwd_train = c_bn_relu_fwd_train,
+	.bn_relu_bwd = c_bn_relu_bwd,
 };
 
 int bt_backend_cpu(struct bt_backend *be, int threads)

@@ -47,6 +47,11 @@ struct nodebuf {
 	int post_dst;           /* conv with SUM: the node whose buffer it adds onto, else -1 */
 	int skip;               /* a ReLU or an addition done by a convolution */
 	int y_from;             /* addition: takes this node's buffer instead of its input's, or -1 */
+	/* Fused training (plan_bn_relu): a batch norm and the in-place ReLU after it in one
+	 * pass, when the backend has bn_relu_*. */
+	int relu_of;            /* batch norm: the ReLU it does, or -1 */
+	int bn_of;              /* ReLU: the batch norm that does it, or -1 */
+	void *rws;              /* batch norm: the ReLU's mask (bn_relu_ws_bytes) */
 };
 
 struct bt_run {
@@ -76,7 +81,8 @@ struct bt_run {
 	int nranges[2];
 	size_t act_bytes;
 	int profile;
-	int fuse;               /* fold batch norms into convolutions for inference */
+	int fuse;               /* fuse nodes: inference (plan_fusion) and training (plan_bn_relu) */
+	int fused_train;        /* the last training forward pass fused batch norm and ReLU */
 	double prof_s[BT_OP_COUNT][2];
 	uint64_t prof_n[BT_OP_COUNT][2];
 };
@@ -162,6 +168,7 @@ void bt_run_free(struct bt_run *r)
 		xfree(r, r->nb[i].wfold);
 		xfree(r, r->nb[i].bfold);
 		xfree(r, r->nb[i].wfold_h);
+		xfree(r, r->nb[i].rws);
 	}
 	for (int i = 0; i < r->ndypool; i++)
 		xfree(r, r->dypool[i]);
@@ -213,6 +220,36 @@ static void bn_desc(const struct bt_node *nd, int n, int dtype, struct bt_bn_des
 				 .eps = nd->a.bn.eps, .momentum = nd->a.bn.momentum, .dtype = dtype};
 }
 
+/* Training: a batch norm whose only reader is a ReLU working in place on its output runs
+ * as one op with it (the backend's bn_relu_*), and in backward the ReLU's gradient buffer
+ * passes to the batch norm unmasked (plan_gradients), the mask coming from the workspace. */
+static int plan_bn_relu(struct bt_run *r)
+{
+	const struct bt_graph *g = r->g;
+	const struct bt_backend_i *be = r->be->i;
+
+	for (int i = 0; i < g->nnodes; i++)
+		r->nb[i].relu_of = r->nb[i].bn_of = -1;
+	if (!be->bn_relu_ws_bytes || !be->bn_relu_fwd_train || !be->bn_relu_bwd)
+		return BT_OK;
+	for (int k = 0; k < g->nnodes; k++) {
+		const struct bt_node *nd = &g->nodes[k];
+		int b = nd->nin ? nd->in[0] : -1;
+		struct bt_bn_desc d;
+		size_t ws;
+		if (nd->op != BT_OP_RELU || !r->nb[k].y_alias || g->nodes[b].op != BT_OP_BATCHNORM)
+			continue;
+		bn_desc(&g->nodes[b], r->batch, r->dtype, &d);
+		if (!(ws = be->bn_relu_ws_bytes(r->be->ctx, &d)))
+			continue;
+		if (!(r->nb[b].rws = xalloc(r, ws)))
+			return bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d", r->batch);
+		r->nb[b].relu_of = k;
+		r->nb[k].bn_of = b;
+	}
+	return BT_OK;
+}
+
 /* Gradient buffers by lifetime. In backward, node i's gradient is first written by its
  * last consumer (the highest node index that reads it; the loss for the output) and last
  * read by node i's own backward, so walking the nodes backwards, a buffer is taken when a
@@ -252,9 +289,11 @@ static int plan_gradients(struct bt_run *r)
 				continue;
 			/* An addition passes its gradient to its inputs unchanged. The first input
 			 * it is the first writer for (no other reader comes later) takes over the
-			 * sum's own buffer, which dies with this step, instead of a copy of it. */
-			if (j >= 0 && g->nodes[j].op == BT_OP_ADD && !handed && owner[j] >= 0 &&
-			    need == node_elems(g, j, r->batch)) {
+			 * sum's own buffer, which dies with this step, instead of a copy of it.
+			 * A ReLU done by its batch norm (plan_bn_relu) hands its buffer over the
+			 * same way: in place when not fused, unchanged when fused. */
+			if (j >= 0 && (g->nodes[j].op == BT_OP_ADD || r->nb[j].bn_of == in) && !handed &&
+			    owner[j] >= 0 && need == node_elems(g, j, r->batch)) {
 				handed = 1;
 				owner[in] = owner[j];
 				r->nb[in].dy = r->nb[j].dy;
@@ -506,7 +545,8 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	}
 	if (!(r->scratch = xalloc(r, maxel * r->esize)))
 		goto nomem;
-	if ((st = plan_gradients(r)) < 0 || (st = plan_fusion(r, nreaders)) < 0)
+	if ((st = plan_bn_relu(r)) < 0 || (st = plan_gradients(r)) < 0 ||
+	    (st = plan_fusion(r, nreaders)) < 0)
 		goto fail;
 	plan_ranges(r, 0);
 	plan_ranges(r, 1);
@@ -578,11 +618,20 @@ static size_t cnt_pool_ws_bytes(void *ctx, const struct bt_pool_desc *d)
 	return be->i->pool_ws_bytes(be->ctx, d);
 }
 
+static size_t cnt_bn_relu_ws_bytes(void *ctx, const struct bt_bn_desc *d)
+{
+	struct bt_backend *be = ((struct counting *)ctx)->real;
+	return be->i->bn_relu_ws_bytes ? be->i->bn_relu_ws_bytes(be->ctx, d) : 0;
+}
+
 int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes)
 {
-	static const struct bt_backend_i counting_i = {
+	struct bt_backend_i counting_i = {
 		.name = "counting", .supports = cnt_supports, .alloc = cnt_alloc,
 		.release = cnt_release, .zero = cnt_zero, .pool_ws_bytes = cnt_pool_ws_bytes,
+		/* planned as the real backend plans them; the planner calls neither */
+		.bn_relu_ws_bytes = be->i->bn_relu_ws_bytes ? cnt_bn_relu_ws_bytes : NULL,
+		.bn_relu_fwd_train = be->i->bn_relu_fwd_train, .bn_relu_bwd = be->i->bn_relu_bwd,
 	};
 	struct counting c = { be, 0, 4096 };
 	struct bt_backend cb = { &counting_i, &c };
@@ -840,6 +889,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 	r->n = n;
 	r->train = train;
 	r->have_loss = 0;
+	if (train)
+		r->fused_train = r->fuse;
 	if ((st = refresh_weights(r)) < 0)
 		return bt_error_prefix(st, "run: the half copy of the weights");
 	for (int i = 0; i < g->nnodes && st == BT_OK; i++) {
@@ -902,7 +953,11 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 				break;
 			struct bt_bn_desc d;
 			bn_desc(nd, n, dt, &d);
-			if (train)
+			if (train && r->fuse && b->relu_of >= 0)
+				st = be->bn_relu_fwd_train(ctx, &d, in, param(r, nd, 0), param(r, nd, 1),
+							      param(r, nd, 2), param(r, nd, 3), b->save_mean,
+							      b->save_invstd, b->y, b->rws);
+			else if (train)
 				st = be->bn_fwd_train(ctx, &d, in, param(r, nd, 0), param(r, nd, 1),
 							 param(r, nd, 2), param(r, nd, 3), b->save_mean,
 							 b->save_invstd, b->y);
@@ -912,6 +967,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		}
 		case BT_OP_RELU:
+			if (train && r->fuse && b->bn_of >= 0)
+				break; /* done by the batch norm */
 			st = be->relu_fwd(ctx, dt, in, b->y, el); /* in == b->y when in place */
 			break;
 		case BT_OP_MAXPOOL:
@@ -1091,8 +1148,12 @@ int bt_run_backward(struct bt_run *r)
 			struct bt_bn_desc d;
 			bn_desc(nd, n, dt, &d);
 			dx = dx_target(r, in0, &pend);
-			st = be->bn_bwd(ctx, &d, x, dy, param(r, nd, 0), b->save_mean, b->save_invstd, dx,
-					grad(r, nd, 0), grad(r, nd, 1));
+			if (r->fused_train && b->relu_of >= 0)
+				st = be->bn_relu_bwd(ctx, &d, x, dy, param(r, nd, 0), b->save_mean,
+						     b->save_invstd, b->rws, dx, grad(r, nd, 0), grad(r, nd, 1));
+			else
+				st = be->bn_bwd(ctx, &d, x, dy, param(r, nd, 0), b->save_mean,
+						b->save_invstd, dx, grad(r, nd, 0), grad(r, nd, 1));
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;
@@ -1101,7 +1162,10 @@ int bt_run_backward(struct bt_run *r)
 			if (!need_dx)
 				break;
 			dx = dx_target(r, in0, &pend);
-			st = be->relu_bwd(ctx, dt, b->y, dy, dx, el);
+			if (r->fused_train && b->bn_of >= 0) /* the batch norm's backward masks */
+				st = dx == dy ? BT_OK : be->copy(ctx, dt, dx, dy, el);
+			else
+				st = be->relu_bwd(ctx, dt, b->y, dy, dx, el);
 			if (st == BT_OK)
 				st = settle(r, in0, pend);
 			break;

@@ -388,6 +388,46 @@ TEST(memory_estimate)
 	}
 }
 
+/* Training with each batch norm and the ReLU after it fused (the backend's bn_relu_*)
+ * follows the unfused computation: the same losses and parameters after a few SGD steps. */
+TEST(fused_training_matches)
+{
+	struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = 16 };
+	struct bt_graph g;
+	struct bt_run *r[2];
+	int32_t labels[4] = { 1, 5, 0, 6 };
+	float x[4 * 16 * 16 * 3];
+	double l[2], err = 0;
+	bt_graph_init(&g);
+	CHECK_EQ(bt_model_build(&g, "cifar_resnet20_v1", &o), BT_OK);
+	fill(x, sizeof x / sizeof *x, 31, 1.0f);
+	for (int k = 0; k < 2; k++) {
+		CHECK_EQ(bt_run_new(&r[k], &g, &be, 4), BT_OK);
+		bt_run_init_params(r[k], 32, 0);
+		bt_run_fuse(r[k], k);
+	}
+	for (int s = 0; s < 4; s++) {
+		for (int k = 0; k < 2; k++) {
+			CHECK_EQ(bt_run_forward(r[k], x, 4, 1, 0), BT_OK);
+			CHECK_EQ(bt_run_loss(r[k], labels, NULL, 0.1f, 1, &l[k]), BT_OK);
+			CHECK_EQ(bt_run_backward(r[k]), BT_OK);
+			bt_run_sgd(r[k], 0.05f, 0.9f, 1e-4f, 1);
+		}
+		CHECK(fabs(l[0] - l[1]) <= 1e-5 * fabs(l[0]));
+	}
+	for (size_t i = 0; i < g.nfloats; i++) {
+		double a = bt_run_params(r[0])[i], b = bt_run_params(r[1])[i];
+		double e = fabs(a - b) / (1e-3 + fabs(a));
+		err = e > err ? e : err;
+	}
+	fprintf(stderr, "  batch norm + ReLU fused against unfused: loss %.6f / %.6f, parameters %.2e\n",
+		l[0], l[1], err);
+	CHECK(err < 1e-4);
+	bt_run_free(r[0]);
+	bt_run_free(r[1]);
+	bt_graph_free(&g);
+}
+
 /* x NULL reuses the input of the last pass: the same training logits, after an inference
  * pass too (the fused one writes other buffers than training's); an
  * error before any input, or for another number of images. */
@@ -466,6 +506,7 @@ int main(void)
 	RUN(fused_inference_matches_on_zoo_models);
 	RUN(memory_estimate);
 	RUN(input_reuse);
+	RUN(fused_training_matches);
 	bt_backend_free(&be);
 	return test_summary();
 }
