@@ -65,7 +65,9 @@ struct bt_backend_i {
 
 	/* The heavy kernels, with the descriptors and semantics of cpu.h. With a descriptor's
 	 * dtype float16 or bfloat16, the activations and their gradients (x, y, dx, dy) and
-	 * the weights w are of that type, computed with float32 accumulation; biases, every
+	 * the weights w are of that type, computed with float32 accumulation (on CUDA a
+	 * convolution's bias and post-operations follow cuDNN's rounding to the dtype, so
+	 * its output is rounded twice); biases, every
 	 * gradient of a parameter (dw, db, dgamma, dbeta, added into as always) and every
 	 * batch-norm parameter and statistic stay float32. */
 	int (*conv_fwd)(void *ctx, const struct bt_conv_desc *d, const void *x, const void *w,
@@ -109,7 +111,8 @@ struct bt_backend_i {
 	int (*concat_bwd)(void *ctx, int dtype, const void *dy, void *dxj, size_t pixels, int cj, int co,
 			  int off);
 	/* mask[k] = 0 with probability p, else 1/(1-p) (rounded to dtype), from a hash of
-	 * (seed, k); y = x mask. */
+	 * (seed, k); y = x mask, computed with the float32 1/(1-p) and rounded once (in a half
+	 * dtype the backward's dy mask differs from it by that rounding of the mask). */
 	int (*dropout_fwd)(void *ctx, int dtype, const void *x, void *y, void *mask, size_t n, float p,
 			   uint64_t seed);
 	int (*mul)(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n);

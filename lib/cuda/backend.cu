@@ -135,6 +135,9 @@ static const char *call_name(const char *call, char *buf, size_t len)
 static int cuda_fail(cudaError_t e, const char *call)
 {
 	char name[64];
+	/* The runtime keeps the last error for cudaGetLastError, which every launcher returns;
+	 * taken here, an out-of-memory (not sticky) is not blamed on the next kernel. */
+	(void)cudaGetLastError();
 	return bt_error(e == cudaErrorMemoryAllocation ? BT_ERR_NOMEM : BT_ERR_CUDA, "CUDA: %s: %s",
 			call_name(call, name, sizeof name), cudaGetErrorString(e));
 }
@@ -463,14 +466,14 @@ static int math_mode(const struct conv_entry *e)
  * (the descriptor's compute type). Deterministic algorithms first, so that two runs give
  * the same bits. *math: the math type to set on the descriptor. */
 template <typename Perf>
-static int pick(const Perf *perf, int n, int mode, cudnnMathType_t *math)
+static int pick(const Perf *perf, int n, int mode, cudnnMathType_t *math, const unsigned char *tried)
 {
 	int tf32 = mode == MATH_TF32;
 	for (int pass = 0; pass < 4; pass++) {
 		int det = !(pass & 1), loose = pass >= 2;
 		for (int i = 0; i < n; i++) {
 			cudnnMathType_t m = perf[i].mathType;
-			if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
+			if (tried[i] || perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
 				continue;
 			if (det && perf[i].determinism != CUDNN_DETERMINISTIC)
 				continue;
@@ -491,6 +494,32 @@ static int pick(const Perf *perf, int n, int mode, cudnnMathType_t *math)
 	return -1;
 }
 
+/* pick's candidates in turn until one takes its math type and tells its workspace size
+ * (a loose candidate with FMA forced may refuse either); the index, or -1. */
+template <typename Perf, typename WsOf>
+static int choose(struct conv_entry *e, int dir, const Perf *p, int got, int mode, WsOf ws_of)
+{
+	unsigned char tried[64] = { 0 };
+	cudnnMathType_t m;
+	size_t ws;
+	int i;
+
+	if (got > (int)sizeof tried)
+		got = (int)sizeof tried;
+	while ((i = pick(p, got, mode, &m, tried)) >= 0) {
+		tried[i] = 1;
+		ws = 0;
+		if (dl.cudnnSetConvolutionMathType(e->conv, m) != CUDNN_STATUS_SUCCESS ||
+		    ws_of(p[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
+			continue;
+		e->algo[dir] = p[i].algo;
+		e->math[dir] = m;
+		e->ws[dir] = ws;
+		return i;
+	}
+	return -1;
+}
+
 static const char *dir_name[3] = { "forward", "backward data", "backward weights" };
 
 /* Chooses the algorithm of one direction once, and makes the workspace big enough. */
@@ -507,34 +536,27 @@ static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 		cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		DNN(dl.cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, e->x, e->w, e->conv, e->y,
 							   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
-		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
-			e->algo[dir] = p[i].algo;
-			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
-			DNN(dl.cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, e->x, e->w, e->conv, e->y,
-								    p[i].algo, &e->ws[dir]));
-		}
+		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
+			return dl.cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, e->x, e->w, e->conv, e->y, a, ws);
+		});
 	} else if (dir == BWD_DATA) {
 		cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
 		DNN(dl.cudnnGetConvolutionBackwardDataAlgorithm_v7(cu->dnn, e->w, e->y, e->conv, e->x,
 								CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
 								&got, p));
-		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
-			e->algo[dir] = p[i].algo;
-			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
-			DNN(dl.cudnnGetConvolutionBackwardDataWorkspaceSize(cu->dnn, e->w, e->y, e->conv, e->x,
-									 p[i].algo, &e->ws[dir]));
-		}
+		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionBwdDataAlgo_t a, size_t *ws) {
+			return dl.cudnnGetConvolutionBackwardDataWorkspaceSize(cu->dnn, e->w, e->y, e->conv, e->x,
+										a, ws);
+		});
 	} else {
 		cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
 		DNN(dl.cudnnGetConvolutionBackwardFilterAlgorithm_v7(cu->dnn, e->x, e->y, e->conv, e->w,
 								  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
 								  &got, p));
-		if ((i = pick(p, got, mode, &e->math[dir])) >= 0) {
-			e->algo[dir] = p[i].algo;
-			DNN(dl.cudnnSetConvolutionMathType(e->conv, e->math[dir]));
-			DNN(dl.cudnnGetConvolutionBackwardFilterWorkspaceSize(cu->dnn, e->x, e->y, e->conv,
-									   e->w, p[i].algo, &e->ws[dir]));
-		}
+		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *ws) {
+			return dl.cudnnGetConvolutionBackwardFilterWorkspaceSize(cu->dnn, e->x, e->y, e->conv,
+										  e->w, a, ws);
+		});
 	}
 	if (i < 0) {
 		rc = bt_error(BT_ERR_UNSUPPORTED,
@@ -655,10 +677,12 @@ out:
 	return rc;
 }
 
-/* bfloat16 goes to bt's kernels (kernels.cu), float32 and float16 to cuDNN. */
+/* bfloat16 goes to bt's kernels (kernels.cu), float32 and float16 to cuDNN, except with a
+ * single value per channel (N H W = 1), for which cuDNN's documentation does not promise
+ * the statistics: bt's kernels take every dtype, and give variance 0 there. */
 static int bn_own(const struct bt_bn_desc *d)
 {
-	return d->dtype == BT_DTYPE_BF16;
+	return d->dtype == BT_DTYPE_BF16 || (size_t)d->n * d->h * d->w == 1;
 }
 
 static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
@@ -666,7 +690,7 @@ static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, 
 			  float *save_invstd, void *y)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
-	int one = (size_t)d->n * d->h * d->w == 1, rc = BT_OK;
+	int rc = BT_OK;
 
 	if (bn_own(d)) {
 		CHECK(bt_bn_desc_check(d));
@@ -678,11 +702,8 @@ static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, 
 	CHECK(bn_descs(cu, d));
 	DNN(dl.cudnnBatchNormalizationForwardTraining(
 		cu->dnn, CUDNN_BATCHNORM_SPATIAL, &f_one, &f_zero, cu->bn_x, x, cu->bn_x, y, cu->bn_p,
-		gamma, beta, (double)d->momentum, one ? NULL : running_mean, one ? NULL : running_var,
-		(double)d->eps, save_mean, save_invstd));
-	if (one)
-		KERN(bt_k_bn_running_one(cu->stream, running_mean, running_var, save_mean, d->c,
-					 d->momentum));
+		gamma, beta, (double)d->momentum, running_mean, running_var, (double)d->eps, save_mean,
+		save_invstd));
 out:
 	return rc;
 }
@@ -852,6 +873,7 @@ static int g_relu_fwd(void *ctx, int dtype, const void *x, void *y, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_relu_fwd(cu->stream, dtype, x, y, n));
 out:
 	return rc;
@@ -861,6 +883,7 @@ static int g_relu_bwd(void *ctx, int dtype, const void *y, const void *dy, void 
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_relu_bwd(cu->stream, dtype, y, dy, dx, n));
 out:
 	return rc;
@@ -870,6 +893,7 @@ static int g_add(void *ctx, int dtype, const void *a, const void *b, void *y, si
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_add(cu->stream, dtype, a, b, y, n));
 out:
 	return rc;
@@ -879,6 +903,7 @@ static int g_accumulate(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_accumulate(cu->stream, dtype, y, x, n));
 out:
 	return rc;
@@ -888,6 +913,7 @@ static int g_mul(void *ctx, int dtype, const void *a, const void *b, void *y, si
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_mul(cu->stream, dtype, a, b, y, n));
 out:
 	return rc;
@@ -897,6 +923,7 @@ static int g_gap_fwd(void *ctx, int dtype, const void *x, void *y, int n, size_t
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_gap_fwd(cu->stream, dtype, x, y, n, hw, c));
 out:
 	return rc;
@@ -906,6 +933,7 @@ static int g_gap_bwd(void *ctx, int dtype, const void *dy, void *dx, int n, size
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_gap_bwd(cu->stream, dtype, dy, dx, n, hw, c));
 out:
 	return rc;
@@ -916,6 +944,7 @@ static int g_concat_fwd(void *ctx, int dtype, const void *xj, void *y, size_t pi
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_concat(cu->stream, dtype, xj, y, pixels, cj, co, off, 1));
 out:
 	return rc;
@@ -926,6 +955,7 @@ static int g_concat_bwd(void *ctx, int dtype, const void *dy, void *dxj, size_t 
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_concat(cu->stream, dtype, dy, dxj, pixels, cj, co, off, 0));
 out:
 	return rc;
@@ -936,6 +966,7 @@ static int g_dropout_fwd(void *ctx, int dtype, const void *x, void *y, void *mas
 {
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
+	CHECK(dtype_check(dtype));
 	KERN(bt_k_dropout(cu->stream, dtype, x, y, mask, n, p, seed));
 out:
 	return rc;

@@ -251,23 +251,6 @@ cudaError_t bt_k_bn_fold(cudaStream_t s, const float *w, const float *bias, cons
 	return cudaGetLastError();
 }
 
-__global__ void k_bn_running_one(float *rm, float *rv, const float *mean, int c, float mom)
-{
-	GRID_STRIDE(i, (size_t)c) {
-		rm[i] = __fadd_rn(__fmul_rn(1.0f - mom, rm[i]), __fmul_rn(mom, mean[i]));
-		rv[i] = __fmul_rn(1.0f - mom, rv[i]);
-	}
-}
-
-cudaError_t bt_k_bn_running_one(cudaStream_t s, float *running_mean, float *running_var,
-				const float *mean, int c, float momentum)
-{
-	if (c > 0)
-		k_bn_running_one<<<grid_for((size_t)c), THREADS, 0, s>>>(running_mean, running_var, mean,
-									  c, momentum);
-	return cudaGetLastError();
-}
-
 /* ---- pooling ---------------------------------------------------------------------------- */
 
 /* The CPU's (oneDNN's) rules: windows start at o * s - p; only real pixels take part; max

@@ -47,11 +47,6 @@ cudaError_t bt_k_dropout(cudaStream_t s, int dt, const void *x, void *y, void *m
 cudaError_t bt_k_bn_fold(cudaStream_t s, const float *w, const float *bias, const float *gamma,
 			 const float *beta, const float *mean, const float *var, float eps, int cout,
 			 size_t per_out, float *w_out, float *b_out);
-/* The running statistics' update of a batch norm over one value per channel, which cuDNN
- * cannot do (its unbiased variance divides by m - 1 = 0); the CPU takes the factor as 1
- * and the batch variance is 0. */
-cudaError_t bt_k_bn_running_one(cudaStream_t s, float *running_mean, float *running_var,
-				const float *mean, int c, float momentum);
 
 /* Pooling, NHWC, of d->dtype. ws (max only): int32 per output element, the winner's
  * h * W + w. */
