@@ -258,21 +258,58 @@ static int plan_bn_relu(struct bt_run *r)
  * which read it as their input, come later in the graph and so earlier in backward), so
  * from then on its buffer serves gradients as well. A gradient takes the smallest free
  * buffer it fits, and a new one only when none does. The logits are kept readable. */
+/* An addition j whose two inputs can both take over its gradient buffer: the one read first
+ * in backward (the higher index, hi) is read by the addition alone and does not write the
+ * other's gradient, and every other reader of the other (lo), whose backward adds into
+ * that buffer, comes before hi in the graph, so after hi's backward has read it. Then
+ * hi reads the sum's gradient as it is, and lo reads it plus what its other readers add:
+ * no copy. 1 when so, with hi and lo set. */
+static int add_shares(const struct bt_run *r, int j, const int *nreaders, int *hi, int *lo)
+{
+	const struct bt_graph *g = r->g;
+	const struct bt_node *nd = &g->nodes[j];
+	size_t need = node_elems(g, j, r->batch);
+	int h, l;
+
+	if (nd->op != BT_OP_ADD || nd->nin != 2 || nd->in[0] == nd->in[1])
+		return 0;
+	h = nd->in[0] > nd->in[1] ? nd->in[0] : nd->in[1];
+	l = nd->in[0] > nd->in[1] ? nd->in[1] : nd->in[0];
+	if (nreaders[h] != 1 || g->nodes[l].op == BT_OP_INPUT || g->nodes[h].op == BT_OP_INPUT ||
+	    node_elems(g, h, r->batch) != need || node_elems(g, l, r->batch) != need)
+		return 0;
+	for (int k = 0; k < g->nodes[h].nin; k++)
+		if (g->nodes[h].in[k] == l)
+			return 0;
+	for (int i = h + 1; i < j; i++)
+		for (int k = 0; k < g->nodes[i].nin; k++)
+			if (g->nodes[i].in[k] == l)
+				return 0;
+	*hi = h;
+	*lo = l;
+	return 1;
+}
+
 static int plan_gradients(struct bt_run *r)
 {
 	const struct bt_graph *g = r->g;
-	struct slot { void *p; size_t cap; int busy; } *pool = NULL;
-	int *owner = NULL, npool = 0, st = BT_OK;
+	/* refs: the nodes whose gradient the buffer holds and that have yet to read it */
+	struct slot { void *p; size_t cap; int refs; } *pool = NULL;
+	int *owner = NULL, *nreaders = NULL, npool = 0, st = BT_OK;
 
 	owner = malloc((size_t)g->nnodes * sizeof *owner);
+	nreaders = calloc((size_t)g->nnodes, sizeof *nreaders);
 	pool = calloc(2 * (size_t)g->nnodes + 1, sizeof *pool);
 	r->dypool = calloc((size_t)g->nnodes + 1, sizeof *r->dypool);
-	if (!owner || !pool || !r->dypool) {
+	if (!owner || !nreaders || !pool || !r->dypool) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory planning gradients");
 		goto out;
 	}
-	for (int i = 0; i < g->nnodes; i++)
+	for (int i = 0; i < g->nnodes; i++) {
 		owner[i] = -1;
+		for (int k = 0; k < g->nodes[i].nin; k++)
+			nreaders[g->nodes[i].in[k]]++;
+	}
 	for (int j = g->nnodes - 1; j >= -1; j--) {
 		/* j = nnodes - 1 first takes the output's gradient (written by the loss). */
 		int want[BT_MAX_INPUTS + 1], nwant = 0;
@@ -281,7 +318,15 @@ static int plan_gradients(struct bt_run *r)
 		if (j >= 0)
 			for (int k = 0; k < g->nodes[j].nin; k++)
 				want[nwant++] = g->nodes[j].in[k];
-		int handed = 0;
+		int handed = 0, hi, lo;
+		if (j >= 0 && owner[j] >= 0 && add_shares(r, j, nreaders, &hi, &lo) && owner[hi] < 0 &&
+		    owner[lo] < 0) {
+			handed = 1;
+			owner[hi] = owner[lo] = owner[j];
+			pool[owner[j]].refs++; /* j's reference passes to one, the other is new */
+			r->nb[hi].dy = r->nb[lo].dy = r->nb[j].dy;
+			nwant = 0;
+		}
 		for (int k = 0; k < nwant; k++) {
 			int in = want[k], best = -1;
 			size_t need = node_elems(g, in, r->batch);
@@ -300,7 +345,7 @@ static int plan_gradients(struct bt_run *r)
 				continue;
 			}
 			for (int b = 0; b < npool; b++)
-				if (!pool[b].busy && pool[b].cap >= need && (best < 0 || pool[b].cap < pool[best].cap))
+				if (!pool[b].refs && pool[b].cap >= need && (best < 0 || pool[b].cap < pool[best].cap))
 					best = b;
 			if (best < 0) {
 				void *p = xalloc(r, need * r->esize);
@@ -312,14 +357,14 @@ static int plan_gradients(struct bt_run *r)
 				pool[npool] = (struct slot){p, need, 0};
 				best = npool++;
 			}
-			pool[best].busy = 1;
+			pool[best].refs = 1;
 			owner[in] = best;
 			r->nb[in].dy = pool[best].p;
 		}
 		if (j < 0)
 			continue;
 		if (owner[j] >= 0 && !handed)
-			pool[owner[j]].busy = 0;
+			pool[owner[j]].refs--;
 		/* An in-place ReLU shares its input's buffer, which dies with that input (an
 		 * earlier node, so later in backward); the input node and the logits stay. */
 		if (!r->nb[j].y_alias && j != g->output && g->nodes[j].op != BT_OP_INPUT)
@@ -330,6 +375,7 @@ static int plan_gradients(struct bt_run *r)
 	r->nb[g->input].dy = r->scratch;
 out:
 	free(owner);
+	free(nreaders);
 	free(pool);
 	return st;
 }
