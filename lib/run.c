@@ -275,7 +275,10 @@ static int add_shares(const struct bt_run *r, int j, const int *nreaders, int *h
 		return 0;
 	h = nd->in[0] > nd->in[1] ? nd->in[0] : nd->in[1];
 	l = nd->in[0] > nd->in[1] ? nd->in[1] : nd->in[0];
+	/* hi must read the buffer and pass nothing on in it: not an addition or a fused ReLU,
+	 * which would hand it to their own input, whose other readers would then add in. */
 	if (nreaders[h] != 1 || g->nodes[l].op == BT_OP_INPUT || g->nodes[h].op == BT_OP_INPUT ||
+	    g->nodes[h].op == BT_OP_ADD || r->nb[h].bn_of >= 0 ||
 	    node_elems(g, h, r->batch) != need || node_elems(g, l, r->batch) != need)
 		return 0;
 	for (int k = 0; k < g->nodes[h].nin; k++)
