@@ -80,6 +80,7 @@ struct bt_run {
 	struct bt_sgd_range *ranges[2]; /* the optimizer's ranges, without and with no_bias_decay */
 	int nranges[2];
 	size_t act_bytes;
+	size_t all_bytes;       /* everything xalloc has handed out (bt_run_bytes plans the same) */
 	int profile;
 	int fuse;               /* fuse nodes: inference (plan_fusion) and training (plan_bn_relu) */
 	int fused_train;        /* the last training forward pass fused batch norm and ReLU */
@@ -145,6 +146,7 @@ static void *xalloc(struct bt_run *r, size_t bytes)
 	if (r->be->i->alloc(r->be->ctx, bytes, &p) < 0)
 		return NULL;
 	r->act_bytes += bytes;
+	r->all_bytes += bytes;
 	return p;
 }
 
@@ -293,26 +295,22 @@ static int add_shares(const struct bt_run *r, int j, const int *nreaders, int *h
 	return 1;
 }
 
-static int plan_gradients(struct bt_run *r)
+static int plan_gradients(struct bt_run *r, const int *nreaders)
 {
 	const struct bt_graph *g = r->g;
 	/* refs: the nodes whose gradient the buffer holds and that have yet to read it */
 	struct slot { void *p; size_t cap; int refs; } *pool = NULL;
-	int *owner = NULL, *nreaders = NULL, npool = 0, st = BT_OK;
+	int *owner = NULL, npool = 0, st = BT_OK;
 
 	owner = malloc((size_t)g->nnodes * sizeof *owner);
-	nreaders = calloc((size_t)g->nnodes, sizeof *nreaders);
 	pool = calloc(2 * (size_t)g->nnodes + 1, sizeof *pool);
 	r->dypool = calloc((size_t)g->nnodes + 1, sizeof *r->dypool);
-	if (!owner || !nreaders || !pool || !r->dypool) {
+	if (!owner || !pool || !r->dypool) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory planning gradients");
 		goto out;
 	}
-	for (int i = 0; i < g->nnodes; i++) {
+	for (int i = 0; i < g->nnodes; i++)
 		owner[i] = -1;
-		for (int k = 0; k < g->nodes[i].nin; k++)
-			nreaders[g->nodes[i].in[k]]++;
-	}
 	for (int j = g->nnodes - 1; j >= -1; j--) {
 		/* j = nnodes - 1 first takes the output's gradient (written by the loss). */
 		int want[BT_MAX_INPUTS + 1], nwant = 0;
@@ -378,7 +376,6 @@ static int plan_gradients(struct bt_run *r)
 	r->nb[g->input].dy = r->scratch;
 out:
 	free(owner);
-	free(nreaders);
 	free(pool);
 	return st;
 }
@@ -594,7 +591,7 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	}
 	if (!(r->scratch = xalloc(r, maxel * r->esize)))
 		goto nomem;
-	if ((st = plan_bn_relu(r)) < 0 || (st = plan_gradients(r)) < 0 ||
+	if ((st = plan_bn_relu(r)) < 0 || (st = plan_gradients(r, nreaders)) < 0 ||
 	    (st = plan_fusion(r, nreaders)) < 0)
 		goto fail;
 	plan_ranges(r, 0);
@@ -749,7 +746,7 @@ int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_ba
 	 * (workspaces, kernels; oneDNN crashes when its code generator cannot allocate), so
 	 * it is refused now, with the same explanation. */
 	if (st == BT_OK && be->i->available && be->i->available(be->ctx, &avail) == BT_OK &&
-	    bt_run_bytes(g, be, batch, dtype, &need) == BT_OK && avail < need / 20) {
+	    avail < (need = (*out)->all_bytes) / 20) {
 		bt_run_free(*out);
 		*out = NULL;
 		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first steps",
