@@ -117,7 +117,8 @@ FORCE:
 # SIGTERM save RUNDIR/last.btc) continues with bt-train --resume, unless the recipe changed
 # since its checkpoint (its STAMP, OUT/NAME.recipe, is then newer): then it starts again from scratch.
 # bt-train validates on the test set every epoch as the PyTorch twin does; the figure
-# compared is the last epoch's, never the best.
+# compared is the last epoch's, never the best. One shell command, so that a caller can
+# wrap it (ablation.mk does).
 define bt_run
 	if [ -f $(1)/last.btc ] && [ $(1)/last.btc -nt $(4) ]; then \
 		echo "continuing $(1) from its last checkpoint"; \
@@ -126,8 +127,8 @@ define bt_run
 		rm -rf $(1) && \
 		$(BIN)/bt-train --model $(MODEL) --train $(TRAIN) --val $(TEST) -o $(1) --seed=$(2) \
 			-j $(THREADS) $(3); \
-	fi
-	$(BIN)/bt-eval --json -j $(THREADS) $(1)/last.btc $(TEST) > $(1).json.tmp
+	fi && \
+	$(BIN)/bt-eval --json -j $(THREADS) $(1)/last.btc $(TEST) > $(1).json.tmp && \
 	mv -f $(1).json.tmp $(1).json
 endef
 
