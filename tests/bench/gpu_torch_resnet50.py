@@ -12,7 +12,7 @@ backend issue).
 
 Usage: python3 tests/bench/gpu_torch_resnet50.py [--batch 256] [--steps 30] [--warmup 10]
            [--compile] [--compile-timeout 240] [--json OUT.json] [--device cuda|cpu]
-           [--smoke]
+           [--smoke] [--profile FILE]
 --smoke: a tiny run (batch 2, 64x64, 2 steps) that checks the script itself, on any
 device (the CPU here: no autocast speed is claimed there).
 Prints a table, and with --json writes every figure with the date, machine and versions.
@@ -36,8 +36,11 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def train_rate(dev, dtype, batch, size, steps, warmup, compiled=False):
-    """Training images per second of resnet50 under autocast(dtype)."""
+def train_rate(dev, dtype, batch, size, steps, warmup, compiled=False, profile=None):
+    """Training images per second of resnet50 under autocast(dtype). With profile (a file
+    name), a few more steps run under torch.profiler afterwards, and the device time per op
+    (summed over those steps, divided by their count) goes to that file, to set beside
+    bt-train --benchmark --profile's table of the same step."""
     torch.manual_seed(0)
     model = torchvision.models.resnet50().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
@@ -71,8 +74,36 @@ def train_rate(dev, dtype, batch, size, steps, warmup, compiled=False):
     sync(dev)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
+    if profile:
+        try:
+            write_profile(profile, dev, step, 3)
+        except Exception as e:  # the figures matter more than the profile
+            print("profile not written: %s: %s" % (type(e).__name__, e), flush=True)
     return {"images_per_s": batch * steps / dt, "step_ms": 1e3 * dt / steps,
             "loss": float(loss), "peak_bytes": peak}
+
+
+def write_profile(path, dev, step, steps):
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if dev.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        sync(dev)
+    # torch 2.4 renamed the device columns (self_cuda_* became self_device_*).
+    keys = ["self_device_time_total", "self_cuda_time_total"] if dev.type == "cuda" else []
+    table = None
+    for key in keys + ["self_cpu_time_total"]:
+        try:
+            table = prof.key_averages().table(sort_by=key, row_limit=40)
+            break
+        except (AttributeError, KeyError, ValueError):
+            continue
+    with open(path, "w") as f:
+        f.write("torch.profiler over %d training steps (times are totals over the %d steps)\n"
+                % (steps, steps))
+        f.write((table or "no table") + "\n")
 
 
 def matmul_tflops(dev, n, reps):
@@ -112,6 +143,8 @@ def main():
     ap.add_argument("--compile-timeout", type=int, default=240)
     ap.add_argument("--json")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="after the eager bf16 figure, profile 3 steps into FILE")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child: one compiled config
     a = ap.parse_args()
     if a.smoke:
@@ -142,7 +175,8 @@ def main():
     if dev.type == "cpu":
         dtypes = [("bf16", torch.bfloat16)]
     for name, dtype in dtypes:
-        r = train_rate(dev, dtype, a.batch, a.size, a.steps, a.warmup)
+        r = train_rate(dev, dtype, a.batch, a.size, a.steps, a.warmup,
+                       profile=a.profile if name == "bf16" else None)
         info["results"]["eager_" + name] = r
         print("eager   %-5s %9.1f images/s  %7.2f ms/step  peak %.1f GiB"
               % (name, r["images_per_s"], r["step_ms"], r["peak_bytes"] / 2 ** 30), flush=True)

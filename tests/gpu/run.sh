@@ -94,6 +94,14 @@ for dt in bfloat16 float16 float32; do
 		"($(grep '^peak device memory' "$OUT/bt_resnet50_$dt.txt"))"
 done
 
+step "bt profile: resnet50_v1b bfloat16 training, batch 256, ms per step by layer type"
+# Each node is bracketed by a device synchronisation, so the total is above the benchmark's
+# step time; the split is what to read, beside the anchor's torch_profile_bf16.txt.
+timeout "$(limit 60 60)" bt-train --benchmark --device cuda --model resnet50_v1b --batch-size 256 \
+	--input-size 224 --steps 3 --warmup 2 --dtype bfloat16 --no-inference --profile \
+	> "$OUT/bt_profile_bf16.txt" 2>&1 || echo "FAIL: bt-train --benchmark --profile (not counted)"
+head -n 30 "$OUT/bt_profile_bf16.txt"
+
 step "out of device memory: resnet50_v1b float32 at batch 8192 must fail with one clear line"
 timeout "$(limit 60 60)" bt-train --benchmark --device cuda --model resnet50_v1b --batch-size 8192 \
 	--steps 1 --warmup 0 --no-inference > "$OUT/oom.txt" 2>&1
@@ -165,7 +173,7 @@ else
 	# each with what is left; the JSON holds whatever was measured when time ran out.
 	ct=$(( ($(left) - 120) / 2 )); [ "$ct" -gt 150 ] && ct=150; [ "$ct" -lt 30 ] && ct=30
 	timeout "$(limit 420 5)" python3 tests/bench/gpu_torch_resnet50.py --compile --compile-timeout "$ct" \
-		--json "$OUT/torch_resnet50.json" || status=1
+		--json "$OUT/torch_resnet50.json" --profile "$OUT/torch_profile_bf16.txt" || status=1
 fi
 
 step "bt against PyTorch (images/s; target >= 1.0, aim 1.3)"
