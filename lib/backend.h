@@ -210,6 +210,14 @@ int bt_backend_cuda(struct bt_backend *be, int device);
 /* TF32 tensor-core math for the CUDA backend's convolutions and fc layers: faster, about
  * 1e-3 relative error. Off by default (plain FP32). BT_ERR_INVALID for another backend. */
 int bt_backend_cuda_set_tf32(struct bt_backend *be, int on);
+/* Who does the CUDA backend's batch norms. AUTO (the default, or BT_CUDA_BN in the
+ * environment when the backend is made: "own" or "cudnn"): cuDNN for float32 and float16,
+ * bt's kernels for bfloat16 and for one value per channel. OWN: bt's kernels for every
+ * dtype, which also fold the ReLU after a batch norm into it in training. CUDNN: cuDNN
+ * wherever it takes the dtype. Set it before making a run (bt_run_new): a run plans its
+ * fused batch norms once. BT_ERR_INVALID for another backend or policy. */
+enum { BT_CUDA_BN_AUTO = 0, BT_CUDA_BN_OWN = 1, BT_CUDA_BN_CUDNN = 2 };
+int bt_backend_cuda_set_bn(struct bt_backend *be, int policy);
 
 /* The backend a --device option names: "cpu" (or NULL; with `threads`), "cuda" (device 0) or
  * "cuda:N". BT_ERR_INVALID for anything else. */

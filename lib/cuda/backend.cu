@@ -88,6 +88,7 @@ struct stage {
 struct bt_cuda {
 	int device;
 	int tf32;
+	int bn;                    /* BT_CUDA_BN_*: who does batch norm (bn_own) */
 	cudaStream_t stream;
 	cudaStream_t copy;         /* input_u8's host-to-device copies */
 	struct stage stage[2];
@@ -677,12 +678,17 @@ out:
 	return rc;
 }
 
-/* bfloat16 goes to bt's kernels (kernels.cu), float32 and float16 to cuDNN, except with a
- * single value per channel (N H W = 1), for which cuDNN's documentation does not promise
- * the statistics: bt's kernels take every dtype, and give variance 0 there. */
-static int bn_own(const struct bt_bn_desc *d)
+/* By default (BT_CUDA_BN_AUTO) bfloat16 goes to bt's kernels (kernels.cu), float32 and
+ * float16 to cuDNN, except with a single value per channel (N H W = 1), for which cuDNN's
+ * documentation does not promise the statistics: bt's kernels take every dtype, and give
+ * variance 0 there. BT_CUDA_BN_OWN sends every batch norm to bt's kernels, which also fold
+ * the ReLU after a batch norm into it in training (bn_relu_*); BT_CUDA_BN_CUDNN keeps cuDNN
+ * wherever it takes the dtype. Which is faster is a measurement (tests/gpu/run.sh). */
+static int bn_own(const struct bt_cuda *cu, const struct bt_bn_desc *d)
 {
-	return d->dtype == BT_DTYPE_BF16 || (size_t)d->n * d->h * d->w == 1;
+	if ((size_t)d->n * d->h * d->w == 1 || cu->bn == BT_CUDA_BN_OWN)
+		return 1;
+	return d->dtype == BT_DTYPE_BF16;
 }
 
 static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
@@ -692,11 +698,11 @@ static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	if (bn_own(d)) {
+	if (bn_own(cu, d)) {
 		CHECK(bt_bn_desc_check(d));
 		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 		KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
-				       save_invstd, y, cu->ws));
+				       save_invstd, y, NULL, cu->ws));
 		goto out;
 	}
 	CHECK(bn_descs(cu, d));
@@ -715,7 +721,7 @@ static int g_bn_fwd_infer(void *ctx, const struct bt_bn_desc *d, const void *x, 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	if (bn_own(d)) {
+	if (bn_own(cu, d)) {
 		CHECK(bt_bn_desc_check(d));
 		KERN(bt_k_bn_fwd_infer(cu->stream, d, x, gamma, beta, running_mean, running_var, y));
 		goto out;
@@ -735,10 +741,11 @@ static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, const 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	if (bn_own(d)) {
+	if (bn_own(cu, d)) {
 		CHECK(bt_bn_desc_check(d));
 		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
-		KERN(bt_k_bn_bwd(cu->stream, d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, cu->ws));
+		KERN(bt_k_bn_bwd(cu->stream, d, x, dy, NULL, gamma, save_mean, save_invstd, dx, dgamma,
+				 dbeta, cu->ws));
 		goto out;
 	}
 	CHECK(bn_descs(cu, d));
@@ -747,6 +754,55 @@ static int g_bn_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, const 
 					    &f_one, cu->bn_x, x, cu->bn_x, dy, cu->bn_x, dx, cu->bn_p,
 					    gamma, dgamma, dbeta, (double)d->eps, save_mean,
 					    save_invstd));
+out:
+	return rc;
+}
+
+/* A batch norm and the ReLU after it, in training: bt's kernels with the mask (one bit an
+ * element); 0 bytes, so run.c keeps the ReLU a node of its own, where cuDNN does the
+ * batch norm. */
+static size_t g_bn_relu_ws_bytes(void *ctx, const struct bt_bn_desc *d)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	if (bt_bn_desc_check(d) || !bn_own(cu, d))
+		return 0;
+	return bt_k_bn_mask_bytes(d);
+}
+
+static int g_bn_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
+			       const float *beta, float *running_mean, float *running_var,
+			       float *save_mean, float *save_invstd, void *y, void *ws)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(bt_bn_desc_check(d));
+	if (!bn_own(cu, d) || !ws) {
+		rc = bt_error(BT_ERR_INVALID, "batch norm + ReLU: no mask for this batch norm");
+		goto out;
+	}
+	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
+			       save_invstd, y, ws, cu->ws));
+out:
+	return rc;
+}
+
+static int g_bn_relu_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, const void *dy,
+			 const float *gamma, const float *save_mean, const float *save_invstd,
+			 const void *ws, void *dx, float *dgamma, float *dbeta)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(bt_bn_desc_check(d));
+	if (!bn_own(cu, d) || !ws) {
+		rc = bt_error(BT_ERR_INVALID, "batch norm + ReLU: no mask for this batch norm");
+		goto out;
+	}
+	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	KERN(bt_k_bn_bwd(cu->stream, d, x, dy, ws, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+			 cu->ws));
 out:
 	return rc;
 }
@@ -1269,6 +1325,19 @@ static void g_destroy(void *ctx)
 	free(cu);
 }
 
+/* BT_CUDA_BN in the environment: the starting batch-norm policy (bt_backend_cuda_set_bn),
+ * so a benchmark can compare the two without a rebuild. Anything but "own" or "cudnn" is
+ * the default. */
+static int bn_policy_env(void)
+{
+	const char *e = getenv("BT_CUDA_BN");
+	if (e && !strcmp(e, "own"))
+		return BT_CUDA_BN_OWN;
+	if (e && !strcmp(e, "cudnn"))
+		return BT_CUDA_BN_CUDNN;
+	return BT_CUDA_BN_AUTO;
+}
+
 static const struct bt_backend_i cuda_backend = {
 	/* .name */ "cuda",
 	/* .describe */ g_describe,
@@ -1312,8 +1381,9 @@ static const struct bt_backend_i cuda_backend = {
 	/* .host_free */ g_host_free,
 	/* .input_u8 */ g_input_u8,
 	/* .available */ g_available,
-	/* .bn_relu_ws_bytes, .bn_relu_fwd_train, .bn_relu_bwd: not yet (run.c keeps the ReLU) */
-	NULL, NULL, NULL,
+	/* .bn_relu_ws_bytes */ g_bn_relu_ws_bytes,
+	/* .bn_relu_fwd_train */ g_bn_relu_fwd_train,
+	/* .bn_relu_bwd */ g_bn_relu_bwd,
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
@@ -1338,6 +1408,7 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	if (!(cu = (struct bt_cuda *)calloc(1, sizeof *cu)))
 		return bt_error(BT_ERR_NOMEM, "CUDA backend");
 	cu->device = device;
+	cu->bn = bn_policy_env();
 	/* The runtime's current device is per host thread: the executor's calls must come from
 	 * this thread (or one that selected the same device). */
 	CU(cudaSetDevice(device));
@@ -1361,6 +1432,9 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	snprintf(cu->desc, sizeof cu->desc, "cuda:%d %s, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d", device,
 		 prop.name, dv / 10000, dv % 10000 / 100, dv % 100, bv / 10000, bv % 10000 / 100,
 		 bv % 100);
+	if (cu->bn != BT_CUDA_BN_AUTO)
+		snprintf(cu->desc + strlen(cu->desc), sizeof cu->desc - strlen(cu->desc),
+			 ", batch norm: %s", cu->bn == BT_CUDA_BN_OWN ? "bt's kernels" : "cuDNN");
 	be->i = &cuda_backend;
 	be->ctx = cu;
 	cu = NULL;
@@ -1369,6 +1443,16 @@ out:
 		bt_error_prefix(rc, "cuda:%d", device);
 	g_destroy(cu);
 	return rc;
+}
+
+extern "C" int bt_backend_cuda_set_bn(struct bt_backend *be, int policy)
+{
+	if (!be || be->i != &cuda_backend)
+		return bt_error(BT_ERR_INVALID, "batch norm policy: not a CUDA backend");
+	if (policy != BT_CUDA_BN_AUTO && policy != BT_CUDA_BN_OWN && policy != BT_CUDA_BN_CUDNN)
+		return bt_error(BT_ERR_INVALID, "batch norm policy %d: not one of auto, own, cudnn", policy);
+	((struct bt_cuda *)be->ctx)->bn = policy;
+	return BT_OK;
 }
 
 extern "C" int bt_backend_cuda_set_tf32(struct bt_backend *be, int on)

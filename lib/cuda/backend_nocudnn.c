@@ -18,3 +18,10 @@ int bt_backend_cuda_set_tf32(struct bt_backend *be, int on)
 	(void)on;
 	return bt_error(BT_ERR_UNSUPPORTED, "TF32: built without cuDNN");
 }
+
+int bt_backend_cuda_set_bn(struct bt_backend *be, int policy)
+{
+	(void)be;
+	(void)policy;
+	return bt_error(BT_ERR_UNSUPPORTED, "batch norm policy: built without cuDNN");
+}

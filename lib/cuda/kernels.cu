@@ -645,32 +645,96 @@ cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, si
 	return cudaGetLastError();
 }
 
-/* ---- batch norm for the types cuDNN's does not take ------------------------------------- */
+/* ---- batch norm: bt's own kernels ------------------------------------------------------- */
 
-/* Per-channel sums over the P = N H W rows of a (P, C) tensor, laid out as the column sums
- * above: R chunks of rows, each reduced by a block of CS_X channels x CS_Y row lanes into
- * float32 partials, which one thread per channel then adds in order, in double. MODE 0
- * sums x; 1 sums (x - mean)^2; 2 sums dy into tmp and dy (x - mean) into tmp + R C. */
+/* For bfloat16 (cuDNN's legacy batch norm does not take it), for one value per channel, and
+ * for every type when the backend is told to (BT_CUDA_BN=own), with an optional ReLU folded
+ * into the training pass (bn_relu_*: its mask, one bit per element, byte b holding elements
+ * 8b .. 8b+7 from the low bit up).
+ *
+ * Statistics: per-channel sums over the P = N H W rows of the (P, C) tensor in a fixed
+ * decomposition (deterministic, no atomics): R chunks of rows, each reduced by a block of
+ * CS_X channels x CS_Y row lanes into float32 partials, which one thread per channel then
+ * adds in order, in double. The forward takes the mean and the variance in one pass over x,
+ * as sums of x - s and (x - s)^2 with s the channel's first value: shifted sums keep the
+ * variance exact to float rounding when the mean is large against the spread.
+ *
+ * The elementwise passes read per-channel coefficients (scale and shift forward; three
+ * terms of dx backward) made once per channel, and take 8 consecutive elements a thread
+ * (one 16-byte load for the half types) when C is a multiple of 8, the tensors are 16-byte
+ * aligned and there are fewer than 2^34 elements; one element a thread otherwise. So a
+ * training batch norm reads x twice and writes y (and the mask) once; its backward reads x
+ * and dy twice and writes dx once. */
+__device__ __forceinline__ void load8(const float *p, float v[8])
+{
+	float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+	v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __half *p, float v[8])
+{
+	uint4 u = *(const uint4 *)p;
+	const __half2 *h = (const __half2 *)&u;
+	for (int k = 0; k < 4; k++) {
+		float2 f = __half22float2(h[k]);
+		v[2 * k] = f.x, v[2 * k + 1] = f.y;
+	}
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8])
+{
+	uint4 u = *(const uint4 *)p;
+	const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+	for (int k = 0; k < 4; k++) {
+		float2 f = __bfloat1622float2(h[k]);
+		v[2 * k] = f.x, v[2 * k + 1] = f.y;
+	}
+}
+__device__ __forceinline__ void store8(float *p, const float v[8])
+{
+	((float4 *)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+	((float4 *)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(__half *p, const float v[8])
+{
+	uint4 u;
+	__half2 *h = (__half2 *)&u;
+	for (int k = 0; k < 4; k++)
+		h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+	*(uint4 *)p = u;
+}
+__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float v[8])
+{
+	uint4 u;
+	__nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+	for (int k = 0; k < 4; k++)
+		h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+	*(uint4 *)p = u;
+}
+
+/* MODE 0: sums of x - s and (x - s)^2 (s = x[0, c]) into tmp and tmp + R C. MODE 1: sums of
+ * g and g (x - mean) into the same places, g = dy, or 0 where the ReLU's mask bit is clear
+ * (mask non-NULL). */
 template <typename T, int MODE>
-__global__ void k_bn_part(const T *x, const T *dy, const float *mean, size_t P, int C, size_t rows,
-			  size_t R, float *tmp)
+__global__ void k_bn_part(const T *x, const T *dy, const uint8_t *mask, const float *mean, size_t P,
+			  int C, size_t rows, size_t R, float *tmp)
 {
 	__shared__ float sa[CS_Y][CS_X], sb[CS_Y][CS_X];
 	int o = blockIdx.x * CS_X + threadIdx.x;
 	size_t lo = (size_t)blockIdx.y * rows, hi = lo + rows < P ? lo + rows : P;
 	float a = 0.0f, b = 0.0f;
 	if (o < C) {
-		float mu = MODE ? mean[o] : 0.0f;
+		float mu = MODE ? mean[o] : ld(x + o);
 		for (size_t p = lo + threadIdx.y; p < hi; p += CS_Y) {
-			float v = ld(x + p * C + o);
+			size_t i = p * C + o;
+			float v = ld(x + i) - mu;
 			if (MODE == 0) {
 				a += v;
-			} else if (MODE == 1) {
-				a += (v - mu) * (v - mu);
+				b += v * v;
 			} else {
-				float g = ld(dy + p * C + o);
+				float g = ld(dy + i);
+				if (mask && !((mask[i >> 3] >> (i & 7)) & 1))
+					g = 0.0f;
 				a += g;
-				b += g * (v - mu);
+				b += g * v;
 			}
 		}
 	}
@@ -683,8 +747,7 @@ __global__ void k_bn_part(const T *x, const T *dy, const float *mean, size_t P, 
 			b += sb[t][threadIdx.x];
 		}
 		tmp[(size_t)blockIdx.y * C + o] = a;
-		if (MODE == 2)
-			tmp[(R + blockIdx.y) * C + o] = b;
+		tmp[(R + blockIdx.y) * C + o] = b;
 	}
 }
 
@@ -696,32 +759,137 @@ __device__ static double bn_total(const float *tmp, size_t R, int C, int o)
 	return acc;
 }
 
-__global__ void k_bn_mean(const float *tmp, size_t R, int C, size_t P, float *mean)
-{
-	GRID_STRIDE(o, (size_t)C) mean[o] = (float)(bn_total(tmp, R, C, (int)o) / (double)P);
-}
-
-/* The biased variance gives save_invstd; the running variance takes the unbiased one, and
- * over one value per channel the factor 1 and a variance of 0, as the CPU (cpu.c). */
-__global__ void k_bn_var(const float *tmp, size_t R, int C, size_t P, const float *mean, float eps,
-			 float mom, float *invstd, float *rm, float *rv)
+/* Mean, biased variance (for save_invstd) and the running statistics, which take the
+ * unbiased variance (over one value per channel: factor 1 and variance 0, as cpu.c); then
+ * y = x scale + shift with scale = gamma invstd, shift = beta - mean scale into coef. */
+template <typename T>
+__global__ void k_bn_stats(const T *x, const float *tmp, size_t R, int C, size_t P, const float *gamma,
+			   const float *beta, float eps, float mom, float *mean, float *invstd, float *rm,
+			   float *rv, float *coef)
 {
 	GRID_STRIDE(o, (size_t)C) {
-		float var = (float)(bn_total(tmp, R, C, (int)o) / (double)P);
+		double a = bn_total(tmp, R, C, (int)o) / (double)P;
+		double b = bn_total(tmp + R * C, R, C, (int)o) / (double)P;
+		double vd = b - a * a;
+		float mu = (float)((double)ld(x + o) + a), var = (float)(vd > 0.0 ? vd : 0.0);
 		float unbias = P > 1 ? (float)((double)P / (double)(P - 1)) : 1.0f;
-		invstd[o] = 1.0f / sqrtf(var + eps);
-		rm[o] = (1 - mom) * rm[o] + mom * mean[o];
+		float is = 1.0f / sqrtf(var + eps), sc = gamma[o] * is;
+		mean[o] = mu;
+		invstd[o] = is;
+		rm[o] = (1 - mom) * rm[o] + mom * mu;
 		rv[o] = (1 - mom) * rv[o] + mom * var * unbias;
+		coef[o] = sc;
+		coef[C + o] = beta[o] - mu * sc;
 	}
 }
 
-template <typename T>
-__global__ void k_bn_apply(const T *x, T *y, const float *mean, const float *invstd, const float *gamma,
-			   const float *beta, size_t total, int C)
+/* dbeta += sum g; dgamma += invstd sum g (x - mean); and for dx = gamma invstd (g - mean(g)
+ * - (x - mean) invstd^2 mean(g (x - mean))) = A g + B x + D, the per-channel A, B, D. */
+__global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, const float *gamma,
+			       const float *mean, const float *invstd, float *dgamma, float *dbeta,
+			       float *coef)
 {
-	GRID_STRIDE(i, total) {
-		int c = (int)(i % C);
-		st(y + i, (ld(x + i) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+	GRID_STRIDE(o, (size_t)C) {
+		double sg = bn_total(tmp, R, C, (int)o), sgx = bn_total(tmp + R * C, R, C, (int)o);
+		double is = invstd[o], A = (double)gamma[o] * is;
+		double B = -A * is * is * sgx / (double)P;
+		dbeta[o] += (float)sg;
+		dgamma[o] += (float)(sgx * is);
+		coef[o] = (float)A;
+		coef[C + o] = (float)B;
+		coef[2 * C + o] = (float)(-A * sg / (double)P - B * (double)mean[o]);
+	}
+}
+
+/* Forward: y = x coef[c] + coef[C + c], then with RELU max(0, y) and the mask bit y > 0.
+ * Backward (BWD): dx = coef[c] g + coef[C + c] x + coef[2C + c], g = dy masked when RELU.
+ * 8 elements a thread: n8 groups of 8, C8 = C / 8 of them a row. */
+template <typename T, int BWD, int RELU>
+__global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
+			   unsigned n8, unsigned C8, int C)
+{
+	for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < n8; q += gridDim.x * blockDim.x) {
+		unsigned c = (q % C8) * 8;
+		float v[8], g[8];
+		load8(x + (size_t)q * 8, v);
+		if (BWD) {
+			unsigned m = RELU ? mask[q] : 0xffu;
+			load8(dy + (size_t)q * 8, g);
+			for (int k = 0; k < 8; k++) {
+				float gk = (m >> k) & 1 ? g[k] : 0.0f;
+				v[k] = coef[c + k] * gk + coef[C + c + k] * v[k] + coef[2 * C + c + k];
+			}
+		} else {
+			unsigned m = 0;
+			for (int k = 0; k < 8; k++) {
+				float t = v[k] * coef[c + k] + coef[C + c + k];
+				if (RELU) {
+					m |= (unsigned)(t > 0.0f) << k;
+					t = t > 0.0f ? t : 0.0f;
+				}
+				v[k] = t;
+			}
+			if (RELU)
+				mask[q] = (uint8_t)m;
+		}
+		store8(out + (size_t)q * 8, v);
+	}
+}
+
+/* The same one element a thread, a warp on 32 consecutive elements so that a forward mask
+ * word is one ballot (blockDim a multiple of 32; mask words 4-byte aligned). */
+template <typename T, int BWD, int RELU>
+__global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
+			   size_t n, int C)
+{
+	size_t warp = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+	size_t warps = (size_t)gridDim.x * blockDim.x / 32;
+	unsigned lane = threadIdx.x & 31;
+	for (size_t base = warp * 32; base < n; base += warps * 32) {
+		size_t i = base + lane;
+		int pos = 0;
+		if (i < n) {
+			int c = (int)(i % (size_t)C);
+			float v = ld(x + i), t;
+			if (BWD) {
+				float g = ld(dy + i);
+				if (RELU && !((mask[i >> 3] >> (i & 7)) & 1))
+					g = 0.0f;
+				t = coef[c] * g + coef[C + c] * v + coef[2 * C + c];
+			} else {
+				t = v * coef[c] + coef[C + c];
+				if (RELU) {
+					pos = t > 0.0f;
+					t = pos ? t : 0.0f;
+				}
+			}
+			st(out + i, t);
+		}
+		if (!BWD && RELU) {
+			unsigned bits = __ballot_sync(0xffffffffu, pos);
+			if (lane == 0)
+				((uint32_t *)mask)[base / 32] = bits;
+		}
+	}
+}
+
+template <typename T, int BWD>
+static void bn_elem(cudaStream_t s, const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
+		    size_t n, int C)
+{
+	/* n8 below 2^31, so that q plus the grid's stride cannot wrap */
+	int wide = C % 8 == 0 && n / 8 < (1u << 31) &&
+		   (((uintptr_t)x | (uintptr_t)dy | (uintptr_t)out) & 15) == 0;
+	if (wide) {
+		unsigned n8 = (unsigned)(n / 8), C8 = (unsigned)(C / 8);
+		if (mask)
+			k_bn_elem8<T, BWD, 1><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
+		else
+			k_bn_elem8<T, BWD, 0><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
+	} else if (mask) {
+		k_bn_elem1<T, BWD, 1><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
+	} else {
+		k_bn_elem1<T, BWD, 0><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
 	}
 }
 
@@ -735,62 +903,39 @@ __global__ void k_bn_infer(const T *x, T *y, const float *gamma, const float *be
 	}
 }
 
-/* dbeta += sum dy; dgamma += invstd sum dy (x - mean); coef holds sum dy / P and
- * invstd^2 sum dy (x - mean) / P for dx. */
-__global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, const float *invstd,
-			       float *dgamma, float *dbeta, float *coef)
-{
-	GRID_STRIDE(o, (size_t)C) {
-		double sdy = bn_total(tmp, R, C, (int)o), sdx = bn_total(tmp + R * C, R, C, (int)o);
-		double is = invstd[o];
-		dbeta[o] += (float)sdy;
-		dgamma[o] += (float)(sdx * is);
-		coef[o] = (float)(sdy / (double)P);
-		coef[C + o] = (float)(sdx * is * is / (double)P);
-	}
-}
-
-/* dx = gamma invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))). */
-template <typename T>
-__global__ void k_bn_bwd_apply(const T *x, const T *dy, T *dx, const float *mean, const float *invstd,
-			       const float *gamma, const float *coef, size_t total, int C)
-{
-	GRID_STRIDE(i, total) {
-		int c = (int)(i % C);
-		float xm = ld(x + i) - mean[c];
-		st(dx + i, gamma[c] * invstd[c] * (ld(dy + i) - coef[c] - xm * coef[C + c]));
-	}
-}
-
 size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d)
 {
 	size_t P = (size_t)d->n * d->h * d->w;
-	return (2 * colsum_chunks(P) * (size_t)d->c + 2 * (size_t)d->c) * sizeof(float);
+	return (2 * colsum_chunks(P) * (size_t)d->c + 3 * (size_t)d->c) * sizeof(float);
+}
+
+size_t bt_k_bn_mask_bytes(const struct bt_bn_desc *d)
+{
+	size_t n = (size_t)d->n * d->h * d->w * d->c;
+	return (n + 31) / 32 * 4;
 }
 
 cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, float *running_mean,
-			      float *running_var, float *save_mean, float *save_invstd, void *y, void *ws)
+			      float *running_var, float *save_mean, float *save_invstd, void *y,
+			      void *mask, void *ws)
 {
 	size_t P = (size_t)d->n * d->h * d->w, R = colsum_chunks(P), rows = (P + R - 1) / R;
 	int C = d->c;
 	dim3 grid((C + CS_X - 1) / CS_X, (unsigned)R), block(CS_X, CS_Y);
-	float *tmp = (float *)ws;
+	float *tmp = (float *)ws, *coef = tmp + 2 * R * C;
 	cudaError_t e;
 	if (!P || !C)
 		return cudaGetLastError();
 	DISPATCH(d->dtype, T,
-		 k_bn_part<T, 0><<<grid, block, 0, s>>>((const T *)x, NULL, NULL, P, C, rows, R, tmp);
+		 k_bn_part<T, 0><<<grid, block, 0, s>>>((const T *)x, NULL, NULL, NULL, P, C, rows, R, tmp);
 		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_mean<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_mean);
+		 k_bn_stats<T><<<grid_for((size_t)C), THREADS, 0, s>>>((const T *)x, tmp, R, C, P, gamma, beta,
+								   d->eps, d->momentum, save_mean,
+								   save_invstd, running_mean, running_var,
+								   coef);
 		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_part<T, 1><<<grid, block, 0, s>>>((const T *)x, NULL, save_mean, P, C, rows, R, tmp);
-		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_var<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_mean, d->eps, d->momentum,
-								  save_invstd, running_mean, running_var);
-		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_apply<T><<<grid_for(P * C), THREADS, 0, s>>>((const T *)x, (T *)y, save_mean, save_invstd,
-								  gamma, beta, P * C, C));
+		 bn_elem<T, 0>(s, (const T *)x, (const T *)NULL, (T *)y, (uint8_t *)mask, coef, P * C, C));
 	return cudaGetLastError();
 }
 
@@ -807,8 +952,8 @@ cudaError_t bt_k_bn_fwd_infer(cudaStream_t s, const struct bt_bn_desc *d, const 
 }
 
 cudaError_t bt_k_bn_bwd(cudaStream_t s, const struct bt_bn_desc *d, const void *x, const void *dy,
-			const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
-			float *dgamma, float *dbeta, void *ws)
+			const void *mask, const float *gamma, const float *save_mean,
+			const float *save_invstd, void *dx, float *dgamma, float *dbeta, void *ws)
 {
 	size_t P = (size_t)d->n * d->h * d->w, R = colsum_chunks(P), rows = (P + R - 1) / R;
 	int C = d->c;
@@ -818,14 +963,12 @@ cudaError_t bt_k_bn_bwd(cudaStream_t s, const struct bt_bn_desc *d, const void *
 	if (!P || !C)
 		return cudaGetLastError();
 	DISPATCH(d->dtype, T,
-		 k_bn_part<T, 2><<<grid, block, 0, s>>>((const T *)x, (const T *)dy, save_mean, P, C, rows, R,
-							 tmp);
+		 k_bn_part<T, 1><<<grid, block, 0, s>>>((const T *)x, (const T *)dy, (const uint8_t *)mask,
+							 save_mean, P, C, rows, R, tmp);
 		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_bwd_final<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, save_invstd, dgamma, dbeta,
-									coef);
+		 k_bn_bwd_final<<<grid_for((size_t)C), THREADS, 0, s>>>(tmp, R, C, P, gamma, save_mean,
+									save_invstd, dgamma, dbeta, coef);
 		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 k_bn_bwd_apply<T><<<grid_for(P * C), THREADS, 0, s>>>((const T *)x, (const T *)dy, (T *)dx,
-								      save_mean, save_invstd, gamma, coef,
-								      P * C, C));
+		 bn_elem<T, 1>(s, (const T *)x, (const T *)dy, (T *)dx, (uint8_t *)mask, coef, P * C, C));
 	return cudaGetLastError();
 }

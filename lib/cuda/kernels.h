@@ -96,18 +96,23 @@ cudaError_t bt_k_nonfinite(cudaStream_t s, const float *x, size_t n, int *flag);
 cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, size_t n);
 
 /* Batch norm of cpu.h's semantics on (N,H,W,C) tensors of d->dtype with float32
- * parameters and statistics, for the types cuDNN's batch norm does not take (bfloat16):
- * per-channel sums in a fixed order (deterministic) of float32 partial sums over chunks of
- * rows, added in double. ws: bt_k_bn_ws_bytes(d) bytes of device memory. */
+ * parameters and statistics, for the types cuDNN's batch norm does not take (bfloat16), and
+ * for any type when asked: per-channel sums in a fixed order (deterministic) of float32
+ * partial sums over chunks of rows, added in double. ws: bt_k_bn_ws_bytes(d) bytes of
+ * device memory. mask (NULL: none): a ReLU folded into the batch norm, one bit per element
+ * (bt_k_bn_mask_bytes(d), 4-byte aligned), set by the forward where its output is positive;
+ * the backward then takes dy as 0 where the bit is clear. */
 size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d);
+size_t bt_k_bn_mask_bytes(const struct bt_bn_desc *d);
 cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, float *running_mean,
-			      float *running_var, float *save_mean, float *save_invstd, void *y, void *ws);
+			      float *running_var, float *save_mean, float *save_invstd, void *y,
+			      void *mask, void *ws);
 cudaError_t bt_k_bn_fwd_infer(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, const float *running_mean,
 			      const float *running_var, void *y);
 cudaError_t bt_k_bn_bwd(cudaStream_t s, const struct bt_bn_desc *d, const void *x, const void *dy,
-			const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
-			float *dgamma, float *dbeta, void *ws);
+			const void *mask, const float *gamma, const float *save_mean,
+			const float *save_invstd, void *dx, float *dgamma, float *dbeta, void *ws);
 
 #endif

@@ -94,6 +94,14 @@ for dt in bfloat16 float16 float32; do
 		"($(grep '^peak device memory' "$OUT/bt_resnet50_$dt.txt"))"
 done
 
+# float16's batch norms are cuDNN's by default; BT_CUDA_BN=own sends them to bt's kernels,
+# which fold the ReLU in (bfloat16 always takes them). Which is faster decides the default.
+timeout "$(limit 60 120)" env BT_CUDA_BN=own bt-train --benchmark --device cuda --model resnet50_v1b \
+	--batch-size 256 --input-size 224 --steps "${BT_GPU_STEPS:-20}" --warmup 5 --dtype float16 \
+	--no-inference > "$OUT/bt_resnet50_float16_ownbn.txt" 2>&1 ||
+	echo "FAIL: BT_CUDA_BN=own bt-train --benchmark --dtype float16 (not counted)"
+echo "bt float16, BT_CUDA_BN=own: $(tail -n 1 "$OUT/bt_resnet50_float16_ownbn.txt") images/s"
+
 step "bt profile: resnet50_v1b bfloat16 training, batch 256, ms per step by layer type"
 # Each node is bracketed by a device synchronisation, so the total is above the benchmark's
 # step time; the split is what to read, beside the anchor's torch_profile_bf16.txt.

@@ -1828,6 +1828,137 @@ static int dispatcher_ok(void)
 	return fails == 0;
 }
 
+/* x, y, dy or dx in one dtype: a float32 pair, or a half pair (host values rounded). */
+struct tpair {
+	struct pair f;
+	struct hpair hh;
+	int dt;
+};
+
+static int tpair_new(struct tpair *t, size_t n, uint64_t seed, float lo, float hi, int dt)
+{
+	memset(t, 0, sizeof *t);
+	t->dt = dt;
+	return dt == BT_DTYPE_F32 ? pair_new(&t->f, n, seed, lo, hi) : hpair_new(&t->hh, n, seed, lo, hi, dt);
+}
+static float *tp_h(const struct tpair *t) { return t->dt == BT_DTYPE_F32 ? t->f.h : t->hh.h; }
+static void *tp_d(const struct tpair *t) { return t->dt == BT_DTYPE_F32 ? (void *)t->f.d : t->hh.d; }
+static int tp_near(const char *what, const struct tpair *t, double tol)
+{
+	return t->dt == BT_DTYPE_F32 ? near_pair(what, &t->f, tol) : near_hpair(what, &t->hh, tol);
+}
+static void tp_free(struct tpair *t)
+{
+	pair_free(&t->f);
+	hpair_free(&t->hh);
+}
+
+/* The batch-norm tests and the whole-network ones again with bt's kernels for every dtype
+ * (and so the ReLU folded into each batch norm in training). */
+static void with_own_bn(void (*test)(void))
+{
+	if (bt_backend_cuda_set_bn(&gpu, BT_CUDA_BN_OWN) < 0) {
+		fprintf(stderr, "  set_bn: %s\n", bt_errmsg());
+		test_cur_failed = 1;
+		return;
+	}
+	test();
+	bt_backend_cuda_set_bn(&gpu, BT_CUDA_BN_AUTO);
+}
+
+/* A batch norm with the ReLU after it folded in (bn_relu_*), bt's kernels on the device
+ * (BT_CUDA_BN_OWN), against the CPU's fused pair (oneDNN's fuse_norm_relu), every dtype:
+ * channel counts that take 8 elements a thread (8, 64, 128) and the ones that take one
+ * (3, 5), and one value per channel. */
+static void batchnorm_relu_cases(void);
+
+TEST(batchnorm_relu)
+{
+	struct bt_bn_desc a = { 2, 7, 7, 64, 1e-5f, 0.1f, BT_DTYPE_F32 };
+
+	/* The default policy folds the ReLU where bt's kernels do the batch norm: bfloat16. */
+	CHECK(gpu.i->bn_relu_ws_bytes && gpu.i->bn_relu_fwd_train && gpu.i->bn_relu_bwd);
+	CHECK(cpu.i->bn_relu_ws_bytes && cpu.i->bn_relu_fwd_train && cpu.i->bn_relu_bwd);
+	CHECK_EQ(gpu.i->bn_relu_ws_bytes(gpu.ctx, &a), 0);
+	a.dtype = BT_DTYPE_BF16;
+	CHECK_EQ(gpu.i->bn_relu_ws_bytes(gpu.ctx, &a), (2 * 7 * 7 * 64 + 31) / 32 * 4);
+	CHECK_EQ(bt_backend_cuda_set_bn(&cpu, BT_CUDA_BN_OWN), BT_ERR_INVALID);
+	CHECK_EQ(bt_backend_cuda_set_bn(&gpu, 7), BT_ERR_INVALID);
+	with_own_bn(batchnorm_relu_cases);
+}
+
+static void batchnorm_relu_cases(void)
+{
+	static const struct { int n, h, w, c; float eps, momentum; } cases[] = {
+		{ 4, 5, 5, 8, 1e-5f, 0.1f },    { 2, 7, 7, 64, 1e-5f, 0.1f },
+		{ 3, 3, 5, 3, 1e-5f, 0.1f },    { 2, 3, 3, 5, 1e-3f, 0.9f },
+		{ 16, 14, 14, 128, 1e-5f, 0.1f }, { 8, 1, 1, 32, 1e-3f, 0.9f },
+		{ 1, 1, 1, 16, 1e-5f, 0.1f },
+	};
+	static const int dts[] = { BT_DTYPE_F32, BT_DTYPE_F16, BT_DTYPE_BF16 };
+
+	for (int ti = 0; ti < 3; ti++) {
+		int dt = dts[ti];
+		double tol = dt == BT_DTYPE_F32 ? TOL_HEAVY : tol_of(dt);
+		for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
+			struct bt_bn_desc d = { cases[t].n, cases[t].h, cases[t].w, cases[t].c, cases[t].eps,
+						cases[t].momentum, BT_DTYPE_F32 }, dh;
+			size_t nx = (size_t)d.n * d.h * d.w * d.c, cws, gws;
+			struct tpair x, y, dy, dx;
+			struct pair g, b, rm, rv, sm, si, dg, db;
+			void *cw = NULL, *gw = NULL;
+			char what[128], shape[64];
+			int ok = 1;
+			uint64_t sd = 9000 + 100 * ti + 10 * t;
+			dh = d;
+			dh.dtype = dt;
+			snprintf(shape, sizeof shape, "%s bn+relu %dx%dx%dx%d", bt_dtype_name(dt), d.n, d.h,
+				 d.w, d.c);
+			cws = cpu.i->bn_relu_ws_bytes(cpu.ctx, &d);
+			gws = gpu.i->bn_relu_ws_bytes(gpu.ctx, &dh);
+			CHECK(cws > 0);
+			CHECK_EQ(gws, (nx + 31) / 32 * 4);
+			CHECK(cpu.i->alloc(cpu.ctx, cws, &cw) == 0 && gpu.i->alloc(gpu.ctx, gws, &gw) == 0);
+			CHECK(tpair_new(&x, nx, sd + 1, -2, 3, dt) && tpair_new(&y, nx, sd + 2, -9, 9, dt) &&
+			      pair_new(&g, d.c, sd + 3, 0.5f, 1.5f) && pair_new(&b, d.c, sd + 4, -1, 1) &&
+			      pair_new(&rm, d.c, sd + 5, -1, 1) && pair_new(&rv, d.c, sd + 6, 0.5f, 2) &&
+			      pair_new(&sm, d.c, sd + 7, -9, 9) && pair_new(&si, d.c, sd + 8, -9, 9) &&
+			      tpair_new(&dy, nx, sd + 9, -1, 1, dt) && tpair_new(&dx, nx, sd + 10, -9, 9, dt) &&
+			      pair_new(&dg, d.c, sd + 11, -1, 1) && pair_new(&db, d.c, sd + 12, -1, 1));
+			BOTH(shape, cpu.i->bn_relu_fwd_train(cpu.ctx, &d, tp_h(&x), g.h, b.h, rm.h, rv.h, sm.h,
+							     si.h, tp_h(&y), cw),
+			     gpu.i->bn_relu_fwd_train(gpu.ctx, &dh, tp_d(&x), g.d, b.d, rm.d, rv.d, sm.d, si.d,
+						      tp_d(&y), gw));
+			BOTH(shape, cpu.i->bn_relu_bwd(cpu.ctx, &d, tp_h(&x), tp_h(&dy), g.h, sm.h, si.h, cw,
+						       tp_h(&dx), dg.h, db.h),
+			     gpu.i->bn_relu_bwd(gpu.ctx, &dh, tp_d(&x), tp_d(&dy), g.d, sm.d, si.d, gw,
+						tp_d(&dx), dg.d, db.d));
+			snprintf(what, sizeof what, "%s: y = max(0, bn(x))", shape);
+			ok &= tp_near(what, &y, tol);
+			snprintf(what, sizeof what, "%s: save_mean, save_invstd", shape);
+			ok &= near_pair(what, &sm, tol) & near_pair(what, &si, tol);
+			snprintf(what, sizeof what, "%s: running mean and var", shape);
+			ok &= near_pair(what, &rm, tol) & near_pair(what, &rv, tol);
+			snprintf(what, sizeof what, "%s: dx (through the mask)", shape);
+			ok &= tp_near(what, &dx, tol);
+			snprintf(what, sizeof what, "%s: dgamma, dbeta (added)", shape);
+			ok &= near_pair(what, &dg, tol) & near_pair(what, &db, tol);
+			tp_free(&x), tp_free(&y), tp_free(&dy), tp_free(&dx);
+			pair_free(&g), pair_free(&b), pair_free(&rm), pair_free(&rv), pair_free(&sm);
+			pair_free(&si), pair_free(&dg), pair_free(&db);
+			cpu.i->release(cpu.ctx, cw);
+			gpu.i->release(gpu.ctx, gw);
+			CHECK(ok);
+		}
+	}
+}
+
+TEST(batchnorm_own) { with_own_bn(batchnorm); }
+TEST(batchnorm_half_own) { with_own_bn(batchnorm_half); }
+TEST(run_every_op_own) { with_own_bn(run_every_op); }
+TEST(run_every_op_half_own) { with_own_bn(run_every_op_half); }
+TEST(run_cifar_resnet20_half_own) { with_own_bn(run_cifar_resnet20_half); }
+
 int main(void)
 {
 	char why[256];
@@ -1876,11 +2007,17 @@ int main(void)
 	RUN(elementwise_half_exact);
 	RUN(conv_half);
 	RUN(batchnorm_half);
+	RUN(batchnorm_relu);
+	RUN(batchnorm_own);
+	RUN(batchnorm_half_own);
 	RUN(pooling_half);
 	RUN(fc_half);
 	RUN(run_every_op_half);
 	RUN(loss_scale_overflow);
 	RUN(run_cifar_resnet20_half);
+	RUN(run_every_op_own);
+	RUN(run_every_op_half_own);
+	RUN(run_cifar_resnet20_half_own);
 	RUN(input_u8_exact);
 	RUN(input_u8_staging);
 	RUN(run_forward_u8_on_cuda);
