@@ -210,6 +210,13 @@ int bt_backend_cuda(struct bt_backend *be, int device);
 /* TF32 tensor-core math for the CUDA backend's convolutions and fc layers: faster, about
  * 1e-3 relative error. Off by default (plain FP32). BT_ERR_INVALID for another backend. */
 int bt_backend_cuda_set_tf32(struct bt_backend *be, int on);
+/* How the CUDA backend chooses each convolution shape's algorithms: off (the default, or
+ * BT_CUDA_CONV in the environment when the backend is made, "find" for on): cuDNN's
+ * heuristics, deterministic algorithms first, so two runs give the same bits; on: timed on
+ * the device at a shape's first use (cudnnFind*, seconds in all), the fastest whatever its
+ * determinism, as PyTorch's cudnn.benchmark does. Set it before making a run. BT_ERR_INVALID
+ * for another backend. */
+int bt_backend_cuda_set_conv_find(struct bt_backend *be, int on);
 /* Who does the CUDA backend's batch norms. AUTO (the default, or BT_CUDA_BN in the
  * environment when the backend is made: "own" or "cudnn"): cuDNN for float32 and float16,
  * bt's kernels for bfloat16 and for one value per channel. OWN: bt's kernels for every

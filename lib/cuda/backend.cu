@@ -59,6 +59,7 @@ enum { FWD, BWD_DATA, BWD_W };
 struct conv_entry {
 	struct bt_conv_desc key;   /* bias 0: the algorithms do not depend on it; dtype does */
 	int tf32;
+	int find;                  /* chosen by timing (cudnnFind*) rather than heuristics */
 	cudnnTensorDescriptor_t x, y;
 	cudnnFilterDescriptor_t w;
 	cudnnConvolutionDescriptor_t conv;
@@ -88,6 +89,7 @@ struct stage {
 struct bt_cuda {
 	int device;
 	int tf32;
+	int conv_find;             /* choose convolution algorithms by timing them */
 	int bn;                    /* BT_CUDA_BN_*: who does batch norm (bn_own) */
 	cudaStream_t stream;
 	cudaStream_t copy;         /* input_u8's host-to-device copies */
@@ -396,6 +398,7 @@ static int conv_entry_new(struct bt_cuda *cu, const struct bt_conv_desc *k, stru
 		return bt_error(BT_ERR_NOMEM, "convolution cache entry");
 	e->key = *k;
 	e->tf32 = cu->tf32;
+	e->find = cu->conv_find;
 	DNN(dl.cudnnCreateTensorDescriptor(&e->x));
 	DNN(dl.cudnnCreateTensorDescriptor(&e->y));
 	DNN(dl.cudnnCreateFilterDescriptor(&e->w));
@@ -430,7 +433,7 @@ static int conv_get(struct bt_cuda *cu, const struct bt_conv_desc *d, struct con
 	k.post = 0;
 	for (int i = 0; i < cu->nconv; i++) {
 		e = cu->conv[i];
-		if (e->tf32 == cu->tf32 && memcmp(&e->key, &k, sizeof k) == 0) {
+		if (e->tf32 == cu->tf32 && e->find == cu->conv_find && memcmp(&e->key, &k, sizeof k) == 0) {
 			*out = e;
 			return BT_OK;
 		}
@@ -464,14 +467,16 @@ static int math_mode(const struct conv_entry *e)
  * report the descriptor's math type loosely) a DEFAULT one with FMA forced, since DEFAULT
  * lets Ampere and later GPUs use TF32. With TF32 on, anything but FP16 down-conversion.
  * With half data, any math type: the data is half already, the accumulation float32
- * (the descriptor's compute type). Deterministic algorithms first, so that two runs give
- * the same bits. *math: the math type to set on the descriptor. */
+ * (the descriptor's compute type). With det_first, deterministic algorithms first, so that
+ * two runs give the same bits; without (algorithms found by timing), the list's order, the
+ * fastest first. *math: the math type to set on the descriptor. */
 template <typename Perf>
-static int pick(const Perf *perf, int n, int mode, cudnnMathType_t *math, const unsigned char *tried)
+static int pick(const Perf *perf, int n, int mode, int det_first, cudnnMathType_t *math,
+		const unsigned char *tried)
 {
 	int tf32 = mode == MATH_TF32;
 	for (int pass = 0; pass < 4; pass++) {
-		int det = !(pass & 1), loose = pass >= 2;
+		int det = det_first && !(pass & 1), loose = pass >= 2;
 		for (int i = 0; i < n; i++) {
 			cudnnMathType_t m = perf[i].mathType;
 			if (tried[i] || perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
@@ -507,7 +512,7 @@ static int choose(struct conv_entry *e, int dir, const Perf *p, int got, int mod
 
 	if (got > (int)sizeof tried)
 		got = (int)sizeof tried;
-	while ((i = pick(p, got, mode, &m, tried)) >= 0) {
+	while ((i = pick(p, got, mode, !e->find, &m, tried)) >= 0) {
 		tried[i] = 1;
 		ws = 0;
 		if (dl.cudnnSetConvolutionMathType(e->conv, m) != CUDNN_STATUS_SUCCESS ||
@@ -535,25 +540,39 @@ static int conv_algo(struct bt_cuda *cu, struct conv_entry *e, int dir)
 	DNN(dl.cudnnSetConvolutionMathType(e->conv, mode == MATH_FP32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
 	if (dir == FWD) {
 		cudnnConvolutionFwdAlgoPerf_t p[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-		DNN(dl.cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, e->x, e->w, e->conv, e->y,
-							   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
+		if (e->find)
+			DNN(dl.cudnnFindConvolutionForwardAlgorithm(cu->dnn, e->x, e->w, e->conv, e->y,
+								 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
+		else
+			DNN(dl.cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, e->x, e->w, e->conv, e->y,
+								   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, p));
 		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
 			return dl.cudnnGetConvolutionForwardWorkspaceSize(cu->dnn, e->x, e->w, e->conv, e->y, a, ws);
 		});
 	} else if (dir == BWD_DATA) {
 		cudnnConvolutionBwdDataAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-		DNN(dl.cudnnGetConvolutionBackwardDataAlgorithm_v7(cu->dnn, e->w, e->y, e->conv, e->x,
-								CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-								&got, p));
+		if (e->find)
+			DNN(dl.cudnnFindConvolutionBackwardDataAlgorithm(cu->dnn, e->w, e->y, e->conv, e->x,
+									  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+									  &got, p));
+		else
+			DNN(dl.cudnnGetConvolutionBackwardDataAlgorithm_v7(cu->dnn, e->w, e->y, e->conv, e->x,
+									CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+									&got, p));
 		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionBwdDataAlgo_t a, size_t *ws) {
 			return dl.cudnnGetConvolutionBackwardDataWorkspaceSize(cu->dnn, e->w, e->y, e->conv, e->x,
 										a, ws);
 		});
 	} else {
 		cudnnConvolutionBwdFilterAlgoPerf_t p[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-		DNN(dl.cudnnGetConvolutionBackwardFilterAlgorithm_v7(cu->dnn, e->x, e->y, e->conv, e->w,
-								  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-								  &got, p));
+		if (e->find)
+			DNN(dl.cudnnFindConvolutionBackwardFilterAlgorithm(cu->dnn, e->x, e->y, e->conv, e->w,
+									    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+									    &got, p));
+		else
+			DNN(dl.cudnnGetConvolutionBackwardFilterAlgorithm_v7(cu->dnn, e->x, e->y, e->conv, e->w,
+									  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+									  &got, p));
 		i = choose(e, dir, p, got, mode, [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *ws) {
 			return dl.cudnnGetConvolutionBackwardFilterWorkspaceSize(cu->dnn, e->x, e->y, e->conv,
 										  e->w, a, ws);
@@ -1392,6 +1411,7 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	cudaDeviceProp prop;
 	char why[160];
 	int count = 0, bv = 0, rc = BT_OK;
+	const char *e;
 	size_t dv;
 
 	be->i = NULL;
@@ -1409,6 +1429,7 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 		return bt_error(BT_ERR_NOMEM, "CUDA backend");
 	cu->device = device;
 	cu->bn = bn_policy_env();
+	cu->conv_find = (e = getenv("BT_CUDA_CONV")) && !strcmp(e, "find");
 	/* The runtime's current device is per host thread: the executor's calls must come from
 	 * this thread (or one that selected the same device). */
 	CU(cudaSetDevice(device));
@@ -1432,6 +1453,9 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	snprintf(cu->desc, sizeof cu->desc, "cuda:%d %s, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d", device,
 		 prop.name, dv / 10000, dv % 10000 / 100, dv % 100, bv / 10000, bv % 10000 / 100,
 		 bv % 100);
+	if (cu->conv_find)
+		snprintf(cu->desc + strlen(cu->desc), sizeof cu->desc - strlen(cu->desc),
+			 ", convolutions timed");
 	if (cu->bn != BT_CUDA_BN_AUTO)
 		snprintf(cu->desc + strlen(cu->desc), sizeof cu->desc - strlen(cu->desc),
 			 ", batch norm: %s", cu->bn == BT_CUDA_BN_OWN ? "bt's kernels" : "cuDNN");
@@ -1443,6 +1467,14 @@ out:
 		bt_error_prefix(rc, "cuda:%d", device);
 	g_destroy(cu);
 	return rc;
+}
+
+extern "C" int bt_backend_cuda_set_conv_find(struct bt_backend *be, int on)
+{
+	if (!be || be->i != &cuda_backend)
+		return bt_error(BT_ERR_INVALID, "convolution algorithm search: not a CUDA backend");
+	((struct bt_cuda *)be->ctx)->conv_find = !!on;
+	return BT_OK;
 }
 
 extern "C" int bt_backend_cuda_set_bn(struct bt_backend *be, int policy)

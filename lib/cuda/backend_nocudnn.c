@@ -25,3 +25,10 @@ int bt_backend_cuda_set_bn(struct bt_backend *be, int policy)
 	(void)policy;
 	return bt_error(BT_ERR_UNSUPPORTED, "batch norm policy: built without cuDNN");
 }
+
+int bt_backend_cuda_set_conv_find(struct bt_backend *be, int on)
+{
+	(void)be;
+	(void)on;
+	return bt_error(BT_ERR_UNSUPPORTED, "convolution algorithm search: built without cuDNN");
+}

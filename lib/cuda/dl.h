@@ -31,7 +31,9 @@
 	X(cudnnConvolutionForward) X(cudnnConvolutionBackwardData)                          \
 	X(cudnnConvolutionBackwardFilter) X(cudnnDeriveBNTensorDescriptor)                  \
 	X(cudnnBatchNormalizationForwardTraining) X(cudnnBatchNormalizationForwardInference) \
-	X(cudnnBatchNormalizationBackward)
+	X(cudnnBatchNormalizationBackward) X(cudnnFindConvolutionForwardAlgorithm)           \
+	X(cudnnFindConvolutionBackwardDataAlgorithm)                                        \
+	X(cudnnFindConvolutionBackwardFilterAlgorithm)
 
 /* cublas_v2.h maps these names to their _v2 symbols with macros; dlsym wants the symbol. */
 #define BT_DL_CUBLAS(X)                                                                   \

@@ -12,7 +12,7 @@ backend issue).
 
 Usage: python3 tests/bench/gpu_torch_resnet50.py [--batch 256] [--steps 30] [--warmup 10]
            [--compile] [--compile-timeout 240] [--json OUT.json] [--device cuda|cpu]
-           [--smoke] [--profile FILE]
+           [--smoke] [--profile FILE] [--compile-only]
 --smoke: a tiny run (batch 2, 64x64, 2 steps) that checks the script itself, on any
 device (the CPU here: no autocast speed is claimed there).
 Prints a table, and with --json writes every figure with the date, machine and versions.
@@ -140,6 +140,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only the torch.compile figures, added to --json's file if it exists")
     ap.add_argument("--compile-timeout", type=int, default=240)
     ap.add_argument("--json")
     ap.add_argument("--smoke", action="store_true")
@@ -174,14 +176,22 @@ def main():
     dtypes = [("bf16", torch.bfloat16), ("fp16", torch.float16)]
     if dev.type == "cpu":
         dtypes = [("bf16", torch.bfloat16)]
-    for name, dtype in dtypes:
+    if a.compile_only:
+        a.compile = True
+        try:
+            with open(a.json) as f:
+                info = json.load(f)  # the eager figures of an earlier call
+        except (TypeError, OSError, ValueError):
+            pass
+        dtypes = [d for d in dtypes if "compile_" + d[0] not in info["results"]]
+    for name, dtype in ([] if a.compile_only else dtypes):
         r = train_rate(dev, dtype, a.batch, a.size, a.steps, a.warmup,
                        profile=a.profile if name == "bf16" else None)
         info["results"]["eager_" + name] = r
         print("eager   %-5s %9.1f images/s  %7.2f ms/step  peak %.1f GiB"
               % (name, r["images_per_s"], r["step_ms"], r["peak_bytes"] / 2 ** 30), flush=True)
     save(a.json, info)
-    if dev.type == "cuda" and not a.smoke:
+    if dev.type == "cuda" and not a.smoke and not a.compile_only:
         info["ceilings"] = {"bf16_matmul_tflops": matmul_tflops(dev, 8192, 10),
                             "d2d_copy_gbps": copy_gbps(dev, 4 << 30, 10)}
         print("ceiling bf16 matmul 8192^3: %.0f TFLOP/s; device copy: %.0f GB/s (read + write)"

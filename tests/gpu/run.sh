@@ -2,12 +2,15 @@
 # run.sh: the one script that runs on the GPU machine (tests/gpu/prepare.sh packs what it
 # needs here first). It unpacks the tools and their libraries, points the loader at the
 # cuDNN and cuBLAS of python3's nvidia pip packages, prints what it found, lists the
-# devices with bt-info, runs the CUDA backend's parity test (tests/gpu/test_cuda, log in
+# devices with bt-info, measures the PyTorch anchor first (tests/bench/gpu_torch_resnet50.py,
+# eager bf16 and fp16, the ceilings and a torch.profiler table; skipped with
+# BT_GPU_SKIP_TORCH=1), runs the CUDA backend's parity test (tests/gpu/test_cuda, log in
 # $OUT/test_cuda.log; float32 and mixed precision), the other GPU tests (tests/gpu/*.bats
 # with bats if the machine has it: devices, and bt-train's mixed precision; the devices
-# listing and the benchmark in every dtype in plain shell otherwise), and the PyTorch anchor
-# (tests/bench/gpu_torch_resnet50.py, bf16 and fp16, torch.compile if it fits; skipped with
-# BT_GPU_SKIP_TORCH=1), writing every log under $OUT. Meant to finish in under 9 minutes.
+# listing and the benchmark in every dtype in plain shell otherwise), bt's benchmark (every
+# dtype, and the BT_CUDA_BN=own and BT_CUDA_CONV=find variants), a profiled step, the
+# out-of-memory message, a short run on real JPEGs, and torch.compile last with what time is
+# left, writing every log under $OUT. Meant to finish in under 9 minutes.
 #   device call: command "bash tests/gpu/run.sh", carry ["tests/gpu/carry.tar.xz"]
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -54,9 +57,19 @@ bt-info --devices | tee "$OUT/devices.txt" || status=1
 bt-info --devices --json > "$OUT/devices.json" || status=1
 grep -q '^cuda:0 ' "$OUT/devices.txt" || { echo "FAIL: no device listed"; status=1; }
 
+if [ "${BT_GPU_SKIP_TORCH:-0}" = 1 ]; then
+	step "PyTorch anchor skipped (BT_GPU_SKIP_TORCH=1)"
+else
+	step "PyTorch anchor: resnet50 training, batch 256, eager bf16 and fp16, the ceilings"
+	# First of the measurements: it does not depend on bt working here (issue 6), and it
+	# takes about 1.5 minutes; torch.compile comes last, with what time is left.
+	timeout "$(limit 180 240)" python3 tests/bench/gpu_torch_resnet50.py \
+		--json "$OUT/torch_resnet50.json" --profile "$OUT/torch_profile_bf16.txt" || status=1
+fi
+
 step "CUDA backend against the CPU backend (tests/gpu/test_cuda)"
 set -o pipefail
-timeout "$(limit 240 240)" tests/gpu/test_cuda 2>&1 | tee "$OUT/test_cuda.log" || status=1
+timeout "$(limit 180 200)" tests/gpu/test_cuda 2>&1 | tee "$OUT/test_cuda.log" || status=1
 set +o pipefail
 grep -q ' passed, 0 failed$' "$OUT/test_cuda.log" || { echo "FAIL: test_cuda"; status=1; }
 
@@ -101,6 +114,13 @@ timeout "$(limit 60 120)" env BT_CUDA_BN=own bt-train --benchmark --device cuda 
 	--no-inference > "$OUT/bt_resnet50_float16_ownbn.txt" 2>&1 ||
 	echo "FAIL: BT_CUDA_BN=own bt-train --benchmark --dtype float16 (not counted)"
 echo "bt float16, BT_CUDA_BN=own: $(tail -n 1 "$OUT/bt_resnet50_float16_ownbn.txt") images/s"
+# Convolution algorithms timed on the device (cudnnFind*, as PyTorch's cudnn.benchmark)
+# instead of cuDNN's heuristics with deterministic ones first.
+timeout "$(limit 90 120)" env BT_CUDA_CONV=find bt-train --benchmark --device cuda --model resnet50_v1b \
+	--batch-size 256 --input-size 224 --steps "${BT_GPU_STEPS:-20}" --warmup 5 --dtype bfloat16 \
+	--no-inference > "$OUT/bt_resnet50_bfloat16_find.txt" 2>&1 ||
+	echo "FAIL: BT_CUDA_CONV=find bt-train --benchmark --dtype bfloat16 (not counted)"
+echo "bt bfloat16, BT_CUDA_CONV=find: $(tail -n 1 "$OUT/bt_resnet50_bfloat16_find.txt") images/s"
 
 step "bt profile: resnet50_v1b bfloat16 training, batch 256, ms per step by layer type"
 # Each node is bracketed by a device synchronisation, so the total is above the benchmark's
@@ -173,15 +193,15 @@ else
 	echo "skipped: tests/gpu/jpeg missing (prepare.sh builds it when lomiri-wallpapers-20.04 is installed)"
 fi
 
-if [ "${BT_GPU_SKIP_TORCH:-0}" = 1 ]; then
-	step "PyTorch anchor skipped (BT_GPU_SKIP_TORCH=1)"
-else
-	step "PyTorch anchor: resnet50 training, batch 256"
-	# eager bf16 and fp16 and the ceilings first (about 1.5 minutes), then torch.compile for
-	# each with what is left; the JSON holds whatever was measured when time ran out.
-	ct=$(( ($(left) - 120) / 2 )); [ "$ct" -gt 150 ] && ct=150; [ "$ct" -lt 30 ] && ct=30
-	timeout "$(limit 420 5)" python3 tests/bench/gpu_torch_resnet50.py --compile --compile-timeout "$ct" \
-		--json "$OUT/torch_resnet50.json" --profile "$OUT/torch_profile_bf16.txt" || status=1
+if [ "${BT_GPU_SKIP_TORCH:-0}" != 1 ]; then
+	step "PyTorch anchor: torch.compile, with what time is left"
+	ct=$(( ($(left) - 30) / 2 )); [ "$ct" -gt 150 ] && ct=150
+	if [ "$ct" -ge 30 ]; then
+		timeout "$(limit 330 10)" python3 tests/bench/gpu_torch_resnet50.py --compile-only \
+			--compile-timeout "$ct" --json "$OUT/torch_resnet50.json" || true
+	else
+		echo "skipped: $(left) s left"
+	fi
 fi
 
 step "bt against PyTorch (images/s; target >= 1.0, aim 1.3)"
@@ -192,15 +212,16 @@ try:
     t = json.load(open(os.path.join(out, "torch_resnet50.json")))["results"]
 except (OSError, ValueError, KeyError):
     t = {}
-for bt, tn in (("bfloat16", "bf16"), ("float16", "fp16")):
+for bt, tn, var, label in (("bfloat16", "bf16", "", ""), ("bfloat16", "bf16", "_find", "conv find"),
+                           ("float16", "fp16", "", ""), ("float16", "fp16", "_ownbn", "own bn")):
     try:
-        b = float(open(os.path.join(out, "bt_resnet50_%s.txt" % bt)).read().split()[-1])
+        b = float(open(os.path.join(out, "bt_resnet50_%s%s.txt" % (bt, var))).read().split()[-1])
     except (OSError, ValueError, IndexError):
         b = None
     for mode in ("eager", "compile"):
         r = t.get("%s_%s" % (mode, tn), {}).get("images_per_s")
         ratio = "%.2f" % (b / r) if b and r else "-"
-        print("%-8s bt %s  torch %s %s  ratio %s" % (bt, b, mode, r, ratio))
+        print("%-8s %-9s bt %s  torch %s %s  ratio %s" % (bt, label, b, mode, r, ratio))
 PY
 
 step "done: status $status"

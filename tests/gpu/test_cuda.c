@@ -1953,6 +1953,21 @@ static void batchnorm_relu_cases(void)
 	}
 }
 
+/* The convolution tests again with algorithms chosen by timing (cudnnFind*): the fastest,
+ * deterministic or not, must be as accurate. */
+static void with_conv_find(void (*test)(void))
+{
+	if (bt_backend_cuda_set_conv_find(&gpu, 1) < 0) {
+		fprintf(stderr, "  set_conv_find: %s\n", bt_errmsg());
+		test_cur_failed = 1;
+		return;
+	}
+	test();
+	bt_backend_cuda_set_conv_find(&gpu, 0);
+}
+
+TEST(conv_find) { with_conv_find(conv); }
+TEST(conv_half_find) { with_conv_find(conv_half); }
 TEST(batchnorm_own) { with_own_bn(batchnorm); }
 TEST(batchnorm_half_own) { with_own_bn(batchnorm_half); }
 TEST(run_every_op_own) { with_own_bn(run_every_op); }
@@ -2008,6 +2023,8 @@ int main(void)
 	RUN(conv_half);
 	RUN(batchnorm_half);
 	RUN(batchnorm_relu);
+	RUN(conv_find);
+	RUN(conv_half_find);
 	RUN(batchnorm_own);
 	RUN(batchnorm_half_own);
 	RUN(pooling_half);
