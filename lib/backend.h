@@ -184,6 +184,16 @@ struct bt_backend_i {
 	int (*bn_relu_bwd)(void *ctx, const struct bt_bn_desc *d, const void *x, const void *dy,
 			   const float *gamma, const float *save_mean, const float *save_invstd,
 			   const void *ws, void *dx, float *dgamma, float *dbeta);
+
+	/* Optional, both or neither (NULL: run.c keeps three nodes). Training, the end of a
+	 * residual block in one pass: a batch norm, the addition it feeds and the ReLU after
+	 * that, y = max(0, bn(x) + z), with bn_fwd_train's statistics. y is neither x nor z.
+	 * bn_add_relu_ok: 1 when it takes the descriptor. Backward stays the three nodes' own
+	 * (the ReLU's reads y), so nothing is kept for it. */
+	int (*bn_add_relu_ok)(void *ctx, const struct bt_bn_desc *d);
+	int (*bn_add_relu_fwd_train)(void *ctx, const struct bt_bn_desc *d, const void *x, const void *z,
+				     const float *gamma, const float *beta, float *running_mean,
+				     float *running_var, float *save_mean, float *save_invstd, void *y);
 };
 
 struct bt_backend {

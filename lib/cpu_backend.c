@@ -74,6 +74,15 @@ static void acc_k(float *restrict y, const float *restrict a, size_t n)
 		y[k] += a[k];
 }
 
+/* y = max(0, y + z): the in-place addition and ReLU after it, with their roundings. */
+static void acc_relu_k(float *restrict y, const float *restrict z, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		float t = y[k] + z[k];
+		y[k] = t > 0.0f ? t : 0.0f;
+	}
+}
+
 /* Runs STMT on every thread with lo, hi its share of n elements. */
 #define PAR_SHARE(n, STMT)                                                                   \
 	do {                                                                                 \
@@ -466,6 +475,30 @@ static int c_bn_relu_fwd_train(void *c, const struct bt_bn_desc *d, const void *
 static int c_bn_relu_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
 			 const float *sm, const float *si, const void *ws, void *dx, float *dg, float *db)
 { return d->dtype ? refuse(d->dtype) : bt_cpu_bn_relu_bwd(c, d, x, dy, g, sm, si, ws, dx, dg, db); }
+/* oneDNN's batch norm into y, then one pass for the addition and the ReLU: the same float
+ * operations as the three nodes, one pass over the activation fewer. */
+static int c_bn_add_relu_ok(void *c, const struct bt_bn_desc *d)
+{
+	(void)c;
+	return d->dtype == BT_DTYPE_F32;
+}
+static int c_bn_add_relu_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const void *zv,
+				   const float *g, const float *b, float *rm, float *rv, float *sm, float *si,
+				   void *yv)
+{
+	const float *z = zv;
+	float *y = yv;
+	size_t n = (size_t)d->n * d->h * d->w * d->c;
+	int st;
+	if (d->dtype)
+		return refuse(d->dtype);
+	if (y == x || y == z)
+		return bt_error(BT_ERR_INVALID, "batch norm + add + ReLU: y must be neither x nor z");
+	if ((st = bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y)) < 0)
+		return st;
+	PAR_SHARE(n, acc_relu_k(y + lo, z + lo, hi - lo));
+	return BT_OK;
+}
 static size_t c_pool_ws_bytes(void *c, const struct bt_pool_desc *d) { return bt_cpu_pool_ws_bytes(c, d); }
 static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const void *x, void *y, void *ws)
 { return d->dtype ? refuse(d->dtype) : bt_cpu_pool_fwd(c, d, x, y, ws); }
@@ -558,6 +591,8 @@ static const struct bt_backend_i cpu_backend = {
 	.bn_relu_ws_bytes = c_bn_relu_ws_bytes,
 	.bn_relu_fwd_train = c_bn_relu_fwd_train,
 	.bn_relu_bwd = c_bn_relu_bwd,
+	.bn_add_relu_ok = c_bn_add_relu_ok,
+	.bn_add_relu_fwd_train = c_bn_add_relu_fwd_train,
 };
 
 int bt_backend_cpu(struct bt_backend *be, int threads)

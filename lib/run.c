@@ -52,6 +52,11 @@ struct nodebuf {
 	int relu_of;            /* batch norm: the ReLU it does, or -1 */
 	int bn_of;              /* ReLU: the batch norm that does it, or -1 */
 	void *rws;              /* batch norm: the ReLU's mask (bn_relu_ws_bytes) */
+	/* Fused training (plan_add_relu): a residual block's last batch norm, its addition
+	 * and the ReLU after it in one pass, when the backend has bn_add_relu_*. */
+	int add_bn;             /* addition: the batch norm it does, or -1 */
+	int in_add;             /* batch norm: the addition that does it, or -1 */
+	int add_relu;           /* ReLU: done by the addition before it */
 };
 
 struct bt_run {
@@ -248,6 +253,48 @@ static int plan_bn_relu(struct bt_run *r)
 			return bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d", r->batch);
 		r->nb[b].relu_of = k;
 		r->nb[k].bn_of = b;
+	}
+	return BT_OK;
+}
+
+/* Training: an addition of a batch norm's output (read by nothing else) and another tensor,
+ * followed by a ReLU working in place on the sum, runs as one op (the backend's
+ * bn_add_relu_*) at the addition, writing the ReLU's output into the sum's buffer; the
+ * batch norm and the ReLU then have nothing to do in forward. Backward is unchanged: the
+ * ReLU's reads its output, the addition's nothing and the batch norm's its input. Planned
+ * only where the sum's buffer is not the other operand's (the op may not write over z). */
+static int alias_root(const struct bt_run *r, int i);
+
+static int plan_add_relu(struct bt_run *r, const int *nreaders)
+{
+	const struct bt_graph *g = r->g;
+	const struct bt_backend_i *be = r->be->i;
+
+	for (int i = 0; i < g->nnodes; i++)
+		r->nb[i].add_bn = r->nb[i].in_add = r->nb[i].add_relu = -1;
+	if (!be->bn_add_relu_ok || !be->bn_add_relu_fwd_train)
+		return BT_OK;
+	for (int k = 0; k < g->nnodes; k++) {
+		const struct bt_node *nd = &g->nodes[k];
+		int a = nd->nin ? nd->in[0] : -1;
+		if (nd->op != BT_OP_RELU || !r->nb[k].y_alias || g->nodes[a].op != BT_OP_ADD ||
+		    g->nodes[a].nin != 2 || nreaders[a] != 1)
+			continue;
+		for (int s = 0; s < 2; s++) {
+			int bn = g->nodes[a].in[s], z = g->nodes[a].in[1 - s];
+			struct bt_bn_desc d;
+			if (bn == z || g->nodes[bn].op != BT_OP_BATCHNORM || nreaders[bn] != 1 ||
+			    r->nb[bn].relu_of >= 0 || node_elems(g, bn, 1) != node_elems(g, a, 1) ||
+			    alias_root(r, a) == alias_root(r, z))
+				continue;
+			bn_desc(&g->nodes[bn], r->batch, r->dtype, &d);
+			if (!be->bn_add_relu_ok(r->be->ctx, &d))
+				continue;
+			r->nb[a].add_bn = bn;
+			r->nb[bn].in_add = a;
+			r->nb[k].add_relu = a;
+			break;
+		}
 	}
 	return BT_OK;
 }
@@ -591,7 +638,8 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	}
 	if (!(r->scratch = xalloc(r, maxel * r->esize)))
 		goto nomem;
-	if ((st = plan_bn_relu(r)) < 0 || (st = plan_gradients(r, nreaders)) < 0 ||
+	if ((st = plan_bn_relu(r)) < 0 || (st = plan_add_relu(r, nreaders)) < 0 ||
+	    (st = plan_gradients(r, nreaders)) < 0 ||
 	    (st = plan_fusion(r, nreaders)) < 0)
 		goto fail;
 	plan_ranges(r, 0);
@@ -670,6 +718,12 @@ static size_t cnt_bn_relu_ws_bytes(void *ctx, const struct bt_bn_desc *d)
 	return be->i->bn_relu_ws_bytes ? be->i->bn_relu_ws_bytes(be->ctx, d) : 0;
 }
 
+static int cnt_bn_add_relu_ok(void *ctx, const struct bt_bn_desc *d)
+{
+	struct bt_backend *be = ((struct counting *)ctx)->real;
+	return be->i->bn_add_relu_ok(be->ctx, d);
+}
+
 int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes)
 {
 	struct bt_backend_i counting_i = {
@@ -678,6 +732,8 @@ int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int
 		/* planned as the real backend plans them; the planner calls neither */
 		.bn_relu_ws_bytes = be->i->bn_relu_ws_bytes ? cnt_bn_relu_ws_bytes : NULL,
 		.bn_relu_fwd_train = be->i->bn_relu_fwd_train, .bn_relu_bwd = be->i->bn_relu_bwd,
+		.bn_add_relu_ok = be->i->bn_add_relu_ok ? cnt_bn_add_relu_ok : NULL,
+		.bn_add_relu_fwd_train = be->i->bn_add_relu_fwd_train,
 	};
 	struct counting c = { be, 0, 4096 };
 	struct bt_backend cb = { &counting_i, &c };
@@ -921,6 +977,14 @@ int bt_run_fused_nodes(const struct bt_run *r)
 	return n;
 }
 
+int bt_run_fused_train_nodes(const struct bt_run *r)
+{
+	int n = 0;
+	for (int i = 0; i < r->g->nnodes; i++)
+		n += r->nb[i].bn_of >= 0 || r->nb[i].add_relu >= 0 || r->nb[i].in_add >= 0;
+	return n;
+}
+
 /* The forward pass from x (float32) or u8 (a uint8 batch). */
 static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
 		   uint64_t dropout_seed)
@@ -997,6 +1061,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 		case BT_OP_BATCHNORM: {
 			if (fused && r->nb[nd->in[0]].fold == i)
 				break;
+			if (train && r->fuse && b->in_add >= 0)
+				break; /* done by the addition */
 			struct bt_bn_desc d;
 			bn_desc(nd, n, dt, &d);
 			if (train && r->fuse && b->relu_of >= 0)
@@ -1013,8 +1079,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		}
 		case BT_OP_RELU:
-			if (train && r->fuse && b->bn_of >= 0)
-				break; /* done by the batch norm */
+			if (train && r->fuse && (b->bn_of >= 0 || b->add_relu >= 0))
+				break; /* done by the batch norm, or by the addition */
 			st = be->relu_fwd(ctx, dt, in, b->y, el); /* in == b->y when in place */
 			break;
 		case BT_OP_MAXPOOL:
@@ -1036,6 +1102,18 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		}
 		case BT_OP_ADD:
+			if (train && r->fuse && b->add_bn >= 0) {
+				const struct bt_node *bn = &g->nodes[b->add_bn];
+				struct nodebuf *bb = &r->nb[b->add_bn];
+				int z = nd->in[0] == b->add_bn ? nd->in[1] : nd->in[0];
+				struct bt_bn_desc d;
+				bn_desc(bn, n, dt, &d);
+				st = be->bn_add_relu_fwd_train(ctx, &d, r->nb[bn->in[0]].y, r->nb[z].y,
+								  param(r, bn, 0), param(r, bn, 1),
+								  param(r, bn, 2), param(r, bn, 3), bb->save_mean,
+								  bb->save_invstd, b->y);
+				break;
+			}
 			st = be->add(ctx, dt, r->nb[nd->in[0]].y, r->nb[nd->in[1]].y, b->y, el);
 			break;
 		case BT_OP_CONCAT: {

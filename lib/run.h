@@ -74,6 +74,10 @@ void bt_run_fuse(struct bt_run *r, int on);
 /* How many nodes a fused inference pass leaves out: batch norms folded, ReLUs and
  * additions done by convolutions. */
 int bt_run_fused_nodes(const struct bt_run *r);
+/* How many nodes a fused training forward pass leaves out: ReLUs done by the batch norm
+ * before them (the backend's bn_relu_*), and the batch norm and ReLU around a residual
+ * addition that does all three (bn_add_relu_*). */
+int bt_run_fused_train_nodes(const struct bt_run *r);
 
 /* The logits of the last forward pass: (n, classes), float32 (cast from the half output of
  * a mixed-precision run), in the backend's memory. */

@@ -721,7 +721,7 @@ static int g_bn_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, 
 		CHECK(bt_bn_desc_check(d));
 		CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 		KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
-				       save_invstd, y, NULL, cu->ws));
+				       save_invstd, y, NULL, NULL, cu->ws));
 		goto out;
 	}
 	CHECK(bn_descs(cu, d));
@@ -802,7 +802,7 @@ static int g_bn_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const void
 	}
 	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 	KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
-			       save_invstd, y, ws, cu->ws));
+			       save_invstd, y, ws, NULL, cu->ws));
 out:
 	return rc;
 }
@@ -822,6 +822,32 @@ static int g_bn_relu_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, c
 	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
 	KERN(bt_k_bn_bwd(cu->stream, d, x, dy, ws, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
 			 cu->ws));
+out:
+	return rc;
+}
+
+/* A residual block's last batch norm, its addition and ReLU in one pass (bt's kernels: the
+ * sum is taken in float32 and rounded once, where the three nodes round each step). */
+static int g_bn_add_relu_ok(void *ctx, const struct bt_bn_desc *d)
+{
+	return !bt_bn_desc_check(d) && bn_own((struct bt_cuda *)ctx, d);
+}
+
+static int g_bn_add_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const void *z,
+				   const float *gamma, const float *beta, float *running_mean,
+				   float *running_var, float *save_mean, float *save_invstd, void *y)
+{
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	int rc = BT_OK;
+
+	CHECK(bt_bn_desc_check(d));
+	if (!bn_own(cu, d) || !z || y == x || y == z) {
+		rc = bt_error(BT_ERR_INVALID, "batch norm + add + ReLU: not for this batch norm, or y is x or z");
+		goto out;
+	}
+	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
+			       save_invstd, y, NULL, z, cu->ws));
 out:
 	return rc;
 }
@@ -1403,6 +1429,8 @@ static const struct bt_backend_i cuda_backend = {
 	/* .bn_relu_ws_bytes */ g_bn_relu_ws_bytes,
 	/* .bn_relu_fwd_train */ g_bn_relu_fwd_train,
 	/* .bn_relu_bwd */ g_bn_relu_bwd,
+	/* .bn_add_relu_ok */ g_bn_add_relu_ok,
+	/* .bn_add_relu_fwd_train */ g_bn_add_relu_fwd_train,
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)

@@ -801,10 +801,11 @@ __global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, cons
 	}
 }
 
-/* Forward: y = x coef[c] + coef[C + c], then with RELU max(0, y) and the mask bit y > 0.
- * Backward (BWD): dx = coef[c] g + coef[C + c] x + coef[2C + c], g = dy masked when RELU.
- * 8 elements a thread: n8 groups of 8, C8 = C / 8 of them a row. */
-template <typename T, int BWD, int RELU>
+/* Forward: y = x coef[c] + coef[C + c], then with RELU max(0, y) and the mask bit y > 0,
+ * with ADD max(0, y + z) (z in dy's place; no mask). Backward (BWD): dx = coef[c] g +
+ * coef[C + c] x + coef[2C + c], g = dy masked when RELU. 8 elements a thread: n8 groups of
+ * 8, C8 = C / 8 of them a row. */
+template <typename T, int BWD, int RELU, int ADD>
 __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
 			   unsigned n8, unsigned C8, int C)
 {
@@ -812,7 +813,13 @@ __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const
 		unsigned c = (q % C8) * 8;
 		float v[8], g[8];
 		load8(x + (size_t)q * 8, v);
-		if (BWD) {
+		if (ADD) {
+			load8(dy + (size_t)q * 8, g);
+			for (int k = 0; k < 8; k++) {
+				float t = v[k] * coef[c + k] + coef[C + c + k] + g[k];
+				v[k] = t > 0.0f ? t : 0.0f;
+			}
+		} else if (BWD) {
 			unsigned m = RELU ? mask[q] : 0xffu;
 			load8(dy + (size_t)q * 8, g);
 			for (int k = 0; k < 8; k++) {
@@ -838,7 +845,7 @@ __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const
 
 /* The same one element a thread, a warp on 32 consecutive elements so that a forward mask
  * word is one ballot (blockDim a multiple of 32; mask words 4-byte aligned). */
-template <typename T, int BWD, int RELU>
+template <typename T, int BWD, int RELU, int ADD>
 __global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
 			   size_t n, int C)
 {
@@ -851,7 +858,10 @@ __global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const
 		if (i < n) {
 			int c = (int)(i % (size_t)C);
 			float v = ld(x + i), t;
-			if (BWD) {
+			if (ADD) {
+				t = v * coef[c] + coef[C + c] + ld(dy + i);
+				t = t > 0.0f ? t : 0.0f;
+			} else if (BWD) {
 				float g = ld(dy + i);
 				if (RELU && !((mask[i >> 3] >> (i & 7)) & 1))
 					g = 0.0f;
@@ -865,7 +875,7 @@ __global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const
 			}
 			st(out + i, t);
 		}
-		if (!BWD && RELU) {
+		if (!BWD && !ADD && RELU) {
 			unsigned bits = __ballot_sync(0xffffffffu, pos);
 			if (lane == 0)
 				((uint32_t *)mask)[base / 32] = bits;
@@ -873,23 +883,29 @@ __global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const
 	}
 }
 
+/* BWD 0: forward (dy is z, for a fused addition, or NULL); 1: backward. */
 template <typename T, int BWD>
 static void bn_elem(cudaStream_t s, const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
 		    size_t n, int C)
 {
+	const int add = !BWD && dy;
 	/* n8 below 2^31, so that q plus the grid's stride cannot wrap */
 	int wide = C % 8 == 0 && n / 8 < (1u << 31) &&
 		   (((uintptr_t)x | (uintptr_t)dy | (uintptr_t)out) & 15) == 0;
 	if (wide) {
 		unsigned n8 = (unsigned)(n / 8), C8 = (unsigned)(C / 8);
-		if (mask)
-			k_bn_elem8<T, BWD, 1><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
+		if (add)
+			k_bn_elem8<T, 0, 0, 1><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, NULL, coef, n8, C8, C);
+		else if (mask)
+			k_bn_elem8<T, BWD, 1, 0><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
 		else
-			k_bn_elem8<T, BWD, 0><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
+			k_bn_elem8<T, BWD, 0, 0><<<grid_for(n8), THREADS, 0, s>>>(x, dy, out, mask, coef, n8, C8, C);
+	} else if (add) {
+		k_bn_elem1<T, 0, 0, 1><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, NULL, coef, n, C);
 	} else if (mask) {
-		k_bn_elem1<T, BWD, 1><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
+		k_bn_elem1<T, BWD, 1, 0><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
 	} else {
-		k_bn_elem1<T, BWD, 0><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
+		k_bn_elem1<T, BWD, 0, 0><<<grid_for(n), THREADS, 0, s>>>(x, dy, out, mask, coef, n, C);
 	}
 }
 
@@ -918,7 +934,7 @@ size_t bt_k_bn_mask_bytes(const struct bt_bn_desc *d)
 cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, float *running_mean,
 			      float *running_var, float *save_mean, float *save_invstd, void *y,
-			      void *mask, void *ws)
+			      void *mask, const void *z, void *ws)
 {
 	size_t P = (size_t)d->n * d->h * d->w, R = colsum_chunks(P), rows = (P + R - 1) / R;
 	int C = d->c;
@@ -935,7 +951,7 @@ cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const 
 								   save_invstd, running_mean, running_var,
 								   coef);
 		 if ((e = cudaGetLastError()) != cudaSuccess) return e;
-		 bn_elem<T, 0>(s, (const T *)x, (const T *)NULL, (T *)y, (uint8_t *)mask, coef, P * C, C));
+		 bn_elem<T, 0>(s, (const T *)x, (const T *)z, (T *)y, (uint8_t *)mask, coef, P * C, C));
 	return cudaGetLastError();
 }
 

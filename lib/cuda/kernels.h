@@ -101,13 +101,14 @@ cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, si
  * partial sums over chunks of rows, added in double. ws: bt_k_bn_ws_bytes(d) bytes of
  * device memory. mask (NULL: none): a ReLU folded into the batch norm, one bit per element
  * (bt_k_bn_mask_bytes(d), 4-byte aligned), set by the forward where its output is positive;
- * the backward then takes dy as 0 where the bit is clear. */
+ * the backward then takes dy as 0 where the bit is clear. z (NULL: none; then no mask): the
+ * end of a residual block, y = max(0, bn(x) + z). */
 size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d);
 size_t bt_k_bn_mask_bytes(const struct bt_bn_desc *d);
 cudaError_t bt_k_bn_fwd_train(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, float *running_mean,
 			      float *running_var, float *save_mean, float *save_invstd, void *y,
-			      void *mask, void *ws);
+			      void *mask, const void *z, void *ws);
 cudaError_t bt_k_bn_fwd_infer(cudaStream_t s, const struct bt_bn_desc *d, const void *x,
 			      const float *gamma, const float *beta, const float *running_mean,
 			      const float *running_var, void *y);

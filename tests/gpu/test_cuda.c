@@ -1866,8 +1866,9 @@ static void with_own_bn(void (*test)(void))
 	bt_backend_cuda_set_bn(&gpu, BT_CUDA_BN_AUTO);
 }
 
-/* A batch norm with the ReLU after it folded in (bn_relu_*), bt's kernels on the device
- * (BT_CUDA_BN_OWN), against the CPU's fused pair (oneDNN's fuse_norm_relu), every dtype:
+/* A batch norm with the ReLU after it folded in (bn_relu_*), and with a residual addition
+ * and ReLU (bn_add_relu_*), bt's kernels on the device (BT_CUDA_BN_OWN), against the CPU's
+ * (oneDNN's fuse_norm_relu; batch norm then one pass), every dtype:
  * channel counts that take 8 elements a thread (8, 64, 128) and the ones that take one
  * (3, 5), and one value per channel. */
 static void batchnorm_relu_cases(void);
@@ -1882,6 +1883,9 @@ TEST(batchnorm_relu)
 	CHECK_EQ(gpu.i->bn_relu_ws_bytes(gpu.ctx, &a), 0);
 	a.dtype = BT_DTYPE_BF16;
 	CHECK_EQ(gpu.i->bn_relu_ws_bytes(gpu.ctx, &a), (2 * 7 * 7 * 64 + 31) / 32 * 4);
+	CHECK_EQ(gpu.i->bn_add_relu_ok(gpu.ctx, &a), 1);
+	a.dtype = BT_DTYPE_F16;
+	CHECK_EQ(gpu.i->bn_add_relu_ok(gpu.ctx, &a), 0);
 	CHECK_EQ(bt_backend_cuda_set_bn(&cpu, BT_CUDA_BN_OWN), BT_ERR_INVALID);
 	CHECK_EQ(bt_backend_cuda_set_bn(&gpu, 7), BT_ERR_INVALID);
 	with_own_bn(batchnorm_relu_cases);
@@ -1904,7 +1908,7 @@ static void batchnorm_relu_cases(void)
 			struct bt_bn_desc d = { cases[t].n, cases[t].h, cases[t].w, cases[t].c, cases[t].eps,
 						cases[t].momentum, BT_DTYPE_F32 }, dh;
 			size_t nx = (size_t)d.n * d.h * d.w * d.c, cws, gws;
-			struct tpair x, y, dy, dx;
+			struct tpair x, y, dy, dx, z, ya;
 			struct pair g, b, rm, rv, sm, si, dg, db;
 			void *cw = NULL, *gw = NULL;
 			char what[128], shape[64];
@@ -1924,7 +1928,8 @@ static void batchnorm_relu_cases(void)
 			      pair_new(&rm, d.c, sd + 5, -1, 1) && pair_new(&rv, d.c, sd + 6, 0.5f, 2) &&
 			      pair_new(&sm, d.c, sd + 7, -9, 9) && pair_new(&si, d.c, sd + 8, -9, 9) &&
 			      tpair_new(&dy, nx, sd + 9, -1, 1, dt) && tpair_new(&dx, nx, sd + 10, -9, 9, dt) &&
-			      pair_new(&dg, d.c, sd + 11, -1, 1) && pair_new(&db, d.c, sd + 12, -1, 1));
+			      pair_new(&dg, d.c, sd + 11, -1, 1) && pair_new(&db, d.c, sd + 12, -1, 1) &&
+			      tpair_new(&z, nx, sd + 13, -2, 2, dt) && tpair_new(&ya, nx, sd + 14, -9, 9, dt));
 			BOTH(shape, cpu.i->bn_relu_fwd_train(cpu.ctx, &d, tp_h(&x), g.h, b.h, rm.h, rv.h, sm.h,
 							     si.h, tp_h(&y), cw),
 			     gpu.i->bn_relu_fwd_train(gpu.ctx, &dh, tp_d(&x), g.d, b.d, rm.d, rv.d, sm.d, si.d,
@@ -1943,6 +1948,18 @@ static void batchnorm_relu_cases(void)
 			ok &= tp_near(what, &dx, tol);
 			snprintf(what, sizeof what, "%s: dgamma, dbeta (added)", shape);
 			ok &= near_pair(what, &dg, tol) & near_pair(what, &db, tol);
+			/* the end of a residual block: y = max(0, bn(x) + z) */
+			CHECK_EQ(gpu.i->bn_add_relu_ok(gpu.ctx, &dh), 1);
+			BOTH(shape, cpu.i->bn_add_relu_fwd_train(cpu.ctx, &d, tp_h(&x), tp_h(&z), g.h, b.h, rm.h,
+								 rv.h, sm.h, si.h, tp_h(&ya)),
+			     gpu.i->bn_add_relu_fwd_train(gpu.ctx, &dh, tp_d(&x), tp_d(&z), g.d, b.d, rm.d, rv.d,
+							  sm.d, si.d, tp_d(&ya)));
+			snprintf(what, sizeof what, "%s: max(0, bn(x) + z)", shape);
+			ok &= tp_near(what, &ya, tol);
+			snprintf(what, sizeof what, "%s: statistics after add + ReLU", shape);
+			ok &= near_pair(what, &sm, tol) & near_pair(what, &si, tol) & near_pair(what, &rm, tol) &
+			      near_pair(what, &rv, tol);
+			tp_free(&z), tp_free(&ya);
 			tp_free(&x), tp_free(&y), tp_free(&dy), tp_free(&dx);
 			pair_free(&g), pair_free(&b), pair_free(&rm), pair_free(&rv), pair_free(&sm);
 			pair_free(&si), pair_free(&dg), pair_free(&db);

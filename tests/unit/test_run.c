@@ -458,12 +458,44 @@ TEST(fused_training_matches)
 		double e = fabs(a - b) / (1e-3 + fabs(a));
 		err = e > err ? e : err;
 	}
-	fprintf(stderr, "  batch norm + ReLU fused against unfused: loss %.6f / %.6f, parameters %.2e\n",
-		l[0], l[1], err);
+	fprintf(stderr, "  batch norm + ReLU and batch norm + add + ReLU fused against unfused: loss %.6f / "
+		"%.6f, parameters %.2e; %d nodes left out\n", l[0], l[1], err, bt_run_fused_train_nodes(r[1]));
 	CHECK(err < 1e-4);
+	/* 19 batch norms (stem, 2 a block, the 2 downsampling shortcuts'), 19 ReLUs: the stem's
+	 * and each block's first ReLU done by their batch norms (10), each block's last batch
+	 * norm and ReLU by its addition (18) */
+	CHECK_EQ(bt_run_fused_train_nodes(r[1]), 28);
+	CHECK_EQ(bt_run_fused_train_nodes(r[0]), 28); /* planned alike; bt_run_fuse(r, 0) skips it */
 	bt_run_free(r[0]);
 	bt_run_free(r[1]);
 	bt_graph_free(&g);
+}
+
+/* The CPU's batch norm + addition + ReLU: bit for bit the three ops one after another, and
+ * y may be neither x nor z. */
+TEST(bn_add_relu_slot)
+{
+	struct bt_bn_desc d = { 2, 3, 5, 8, 1e-5f, 0.1f, BT_DTYPE_F32 };
+	size_t n = (size_t)d.n * d.h * d.w * d.c;
+	float x[240], z[240], y[240], y2[240], g[8], bt[8], rm[2][8], rv[2][8], sm[2][8], si[2][8];
+	CHECK(be.i->bn_add_relu_ok && be.i->bn_add_relu_fwd_train);
+	CHECK_EQ(be.i->bn_add_relu_ok(be.ctx, &d), 1);
+	fill(x, n, 41, 2.0f);
+	fill(z, n, 42, 1.0f);
+	fill(g, 8, 43, 1.0f);
+	fill(bt, 8, 44, 1.0f);
+	for (int k = 0; k < 2; k++)
+		for (int c = 0; c < 8; c++)
+			rm[k][c] = 0.5f, rv[k][c] = 2.0f;
+	CHECK_EQ(be.i->bn_add_relu_fwd_train(be.ctx, &d, x, z, g, bt, rm[0], rv[0], sm[0], si[0], y), BT_OK);
+	CHECK_EQ(be.i->bn_fwd_train(be.ctx, &d, x, g, bt, rm[1], rv[1], sm[1], si[1], y2), BT_OK);
+	CHECK_EQ(be.i->add(be.ctx, BT_DTYPE_F32, y2, z, y2, n), BT_OK);
+	CHECK_EQ(be.i->relu_fwd(be.ctx, BT_DTYPE_F32, y2, y2, n), BT_OK);
+	CHECK(memcmp(y, y2, sizeof y) == 0);
+	CHECK(memcmp(sm[0], sm[1], sizeof sm[0]) == 0 && memcmp(si[0], si[1], sizeof si[0]) == 0);
+	CHECK(memcmp(rm[0], rm[1], sizeof rm[0]) == 0 && memcmp(rv[0], rv[1], sizeof rv[0]) == 0);
+	CHECK_EQ(be.i->bn_add_relu_fwd_train(be.ctx, &d, x, z, g, bt, rm[0], rv[0], sm[0], si[0], z),
+		 BT_ERR_INVALID);
 }
 
 /* x NULL reuses the input of the last pass: the same training logits, after an inference
@@ -545,6 +577,7 @@ int main(void)
 	RUN(memory_estimate);
 	RUN(input_reuse);
 	RUN(fused_training_matches);
+	RUN(bn_add_relu_slot);
 	bt_backend_free(&be);
 	return test_summary();
 }
