@@ -132,6 +132,7 @@ check:
 check-unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
 	@echo "== tests/unit/test_record without PCLMULQDQ"; BT_NO_PCLMUL=1 ./tests/unit/test_record
+	@echo "== tests/unit/test_record without VPCLMULQDQ"; BT_NO_VPCLMUL=1 ./tests/unit/test_record
 
 check-bats: all $(TEST_GEN)
 	bats tests/bats
