@@ -788,6 +788,22 @@ static size_t g_bn_relu_ws_bytes(void *ctx, const struct bt_bn_desc *d)
 	return bt_k_bn_mask_bytes(d);
 }
 
+/* A fused op's checks: a valid descriptor that bt's kernels take, its operand `need` (the
+ * mask, z) present, and their workspace. */
+static int fused_bn_ready(struct bt_cuda *cu, const struct bt_bn_desc *d, const void *need, const char *what)
+{
+	int rc = BT_OK;
+
+	CHECK(bt_bn_desc_check(d));
+	if (!bn_own(cu, d) || !need) {
+		rc = bt_error(BT_ERR_INVALID, "%s: not for this batch norm, or an operand missing", what);
+		goto out;
+	}
+	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+out:
+	return rc;
+}
+
 static int g_bn_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const void *x, const float *gamma,
 			       const float *beta, float *running_mean, float *running_var,
 			       float *save_mean, float *save_invstd, void *y, void *ws)
@@ -795,12 +811,7 @@ static int g_bn_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const void
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(bt_bn_desc_check(d));
-	if (!bn_own(cu, d) || !ws) {
-		rc = bt_error(BT_ERR_INVALID, "batch norm + ReLU: no mask for this batch norm");
-		goto out;
-	}
-	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	CHECK(fused_bn_ready(cu, d, ws, "batch norm + ReLU"));
 	KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
 			       save_invstd, y, ws, NULL, cu->ws));
 out:
@@ -814,12 +825,7 @@ static int g_bn_relu_bwd(void *ctx, const struct bt_bn_desc *d, const void *x, c
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(bt_bn_desc_check(d));
-	if (!bn_own(cu, d) || !ws) {
-		rc = bt_error(BT_ERR_INVALID, "batch norm + ReLU: no mask for this batch norm");
-		goto out;
-	}
-	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	CHECK(fused_bn_ready(cu, d, ws, "batch norm + ReLU"));
 	KERN(bt_k_bn_bwd(cu->stream, d, x, dy, ws, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
 			 cu->ws));
 out:
@@ -840,12 +846,11 @@ static int g_bn_add_relu_fwd_train(void *ctx, const struct bt_bn_desc *d, const 
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	int rc = BT_OK;
 
-	CHECK(bt_bn_desc_check(d));
-	if (!bn_own(cu, d) || !z || y == x || y == z) {
-		rc = bt_error(BT_ERR_INVALID, "batch norm + add + ReLU: not for this batch norm, or y is x or z");
+	if (y == x || y == z) {
+		rc = bt_error(BT_ERR_INVALID, "batch norm + add + ReLU: y is x or z");
 		goto out;
 	}
-	CHECK(ws_reserve(cu, bt_k_bn_ws_bytes(d)));
+	CHECK(fused_bn_ready(cu, d, z, "batch norm + add + ReLU"));
 	KERN(bt_k_bn_fwd_train(cu->stream, d, x, gamma, beta, running_mean, running_var, save_mean,
 			       save_invstd, y, NULL, z, cu->ws));
 out:

@@ -670,45 +670,40 @@ __device__ __forceinline__ void load8(const float *p, float v[8])
 	float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
 	v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
-__device__ __forceinline__ void load8(const __half *p, float v[8])
+/* The half types two at a time: their pair types' conversions to and from float2. */
+__device__ __forceinline__ float2 to_f2(__half2 h) { return __half22float2(h); }
+__device__ __forceinline__ float2 to_f2(__nv_bfloat162 h) { return __bfloat1622float2(h); }
+__device__ __forceinline__ void from_f2(__half2 *h, float a, float b) { *h = __floats2half2_rn(a, b); }
+__device__ __forceinline__ void from_f2(__nv_bfloat162 *h, float a, float b) { *h = __floats2bfloat162_rn(a, b); }
+
+template <typename H2>
+__device__ __forceinline__ void load8_half(const void *p, float v[8])
 {
 	uint4 u = *(const uint4 *)p;
-	const __half2 *h = (const __half2 *)&u;
+	const H2 *h = (const H2 *)&u;
 	for (int k = 0; k < 4; k++) {
-		float2 f = __half22float2(h[k]);
+		float2 f = to_f2(h[k]);
 		v[2 * k] = f.x, v[2 * k + 1] = f.y;
 	}
 }
-__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8])
+template <typename H2>
+__device__ __forceinline__ void store8_half(void *p, const float v[8])
 {
-	uint4 u = *(const uint4 *)p;
-	const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-	for (int k = 0; k < 4; k++) {
-		float2 f = __bfloat1622float2(h[k]);
-		v[2 * k] = f.x, v[2 * k + 1] = f.y;
-	}
+	uint4 u;
+	H2 *h = (H2 *)&u;
+	for (int k = 0; k < 4; k++)
+		from_f2(h + k, v[2 * k], v[2 * k + 1]);
+	*(uint4 *)p = u;
 }
+__device__ __forceinline__ void load8(const __half *p, float v[8]) { load8_half<__half2>(p, v); }
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float v[8]) { load8_half<__nv_bfloat162>(p, v); }
 __device__ __forceinline__ void store8(float *p, const float v[8])
 {
 	((float4 *)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
 	((float4 *)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
-__device__ __forceinline__ void store8(__half *p, const float v[8])
-{
-	uint4 u;
-	__half2 *h = (__half2 *)&u;
-	for (int k = 0; k < 4; k++)
-		h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
-	*(uint4 *)p = u;
-}
-__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float v[8])
-{
-	uint4 u;
-	__nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-	for (int k = 0; k < 4; k++)
-		h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
-	*(uint4 *)p = u;
-}
+__device__ __forceinline__ void store8(__half *p, const float v[8]) { store8_half<__half2>(p, v); }
+__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float v[8]) { store8_half<__nv_bfloat162>(p, v); }
 
 /* MODE 0: sums of x - s and (x - s)^2 (s = x[0, c]) into tmp and tmp + R C. MODE 1: sums of
  * g and g (x - mean) into the same places, g = dy, or 0 where the ReLU's mask bit is clear
