@@ -400,6 +400,10 @@ static int benchmark(const char *model, struct bt_model_opts *mo, int batch, int
 		printf("loss scale  %.17g (%llu of %d steps skipped)\n", bt_run_loss_scale(r),
 		       (unsigned long long)bt_run_skipped_steps(r), warmup + steps);
 	printf("step        %.2f ms (forward + backward + SGD)\n", 1e3 * train_s / steps);
+	printf("fused       %d of %d layers left out in training", bt_run_fused_train_nodes(r), g.nnodes);
+	if (inference)
+		printf(", %d in inference", bt_run_fused_nodes(r));
+	printf("\n");
 	if (inference)
 		printf("inference   %.1f images/s\n", (double)batch * steps / infer_s);
 	printf("activations %zu kB (outputs, gradients and saved state for a batch of %d)\n",

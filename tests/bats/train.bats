@@ -13,6 +13,9 @@ load helper
 	[[ "$output" == *"model       cifar_resnet20_v1"* ]]
 	[[ "$output" == *"dtype       float32"* ]]
 	[[ "$output" == *"inference   "*" images/s"* ]]
+	# 9 blocks: each one's first ReLU done by its batch norm, its last batch norm and ReLU by
+	# its addition; the stem's ReLU by its batch norm
+	[[ "$output" == *"fused       28 of 74 layers left out in training, "*" in inference"* ]]
 	# the CPU backend has no device memory to report, nor a loss scale in float32
 	[[ "$output" != *"peak device memory"* && "$output" != *"loss scale"* ]]
 	[[ "${lines[-1]}" =~ ^[0-9]+\.[0-9]$ ]]
