@@ -1991,6 +1991,30 @@ TEST(run_every_op_own) { with_own_bn(run_every_op); }
 TEST(run_every_op_half_own) { with_own_bn(run_every_op_half); }
 TEST(run_cifar_resnet20_half_own) { with_own_bn(run_cifar_resnet20_half); }
 
+/* BT_TEST_SKIP: names of tests not to run, separated by spaces, so that tests/gpu/run.sh
+ * can run the rest again after a test that crashed the process. Each test's name is printed
+ * before it runs, so the crashing one can be told. */
+static int skip_test(const char *name)
+{
+	const char *l = getenv("BT_TEST_SKIP"), *p;
+	size_t n = strlen(name);
+	for (p = l; p && (p = strstr(p, name)); p += n)
+		if ((p == l || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+			return 1;
+	return 0;
+}
+
+#define RUNC(name)                                                                 \
+	do {                                                                       \
+		if (skip_test(#name)) {                                            \
+			fprintf(stderr, "skip %s (BT_TEST_SKIP)\n", #name);         \
+			break;                                                     \
+		}                                                                  \
+		fprintf(stderr, "== %s\n", #name);                                 \
+		fflush(stderr);                                                    \
+		RUN(name);                                                         \
+	} while (0)
+
 int main(void)
 {
 	char why[256];
@@ -2018,43 +2042,43 @@ int main(void)
 	}
 	printf("cpu: %s\ncuda: %s\n", cpu.i->describe(cpu.ctx), gpu.i->describe(gpu.ctx));
 	fflush(stdout);
-	RUN(conv);
-	RUN(batchnorm);
-	RUN(pooling);
-	RUN(fc);
-	RUN(elementwise);
-	RUN(gap_and_concat);
-	RUN(dropout_masks_identical);
-	RUN(bn_fold);
-	RUN(softmax_ce);
-	RUN(sgd_ranges);
-	RUN(run_every_op);
-	RUN(run_zoo_fused_inference);
-	RUN(run_cifar_resnet20_tracks_cpu);
-	RUN(profile_on_cuda);
-	RUN(device_memory);
-	RUN(cast_exact);
-	RUN(nonfinite_check);
-	RUN(sgd_unscales);
-	RUN(elementwise_half_exact);
-	RUN(conv_half);
-	RUN(batchnorm_half);
-	RUN(batchnorm_relu);
-	RUN(conv_find);
-	RUN(conv_half_find);
-	RUN(batchnorm_own);
-	RUN(batchnorm_half_own);
-	RUN(pooling_half);
-	RUN(fc_half);
-	RUN(run_every_op_half);
-	RUN(loss_scale_overflow);
-	RUN(run_cifar_resnet20_half);
-	RUN(run_every_op_own);
-	RUN(run_every_op_half_own);
-	RUN(run_cifar_resnet20_half_own);
-	RUN(input_u8_exact);
-	RUN(input_u8_staging);
-	RUN(run_forward_u8_on_cuda);
+	RUNC(conv);
+	RUNC(batchnorm);
+	RUNC(pooling);
+	RUNC(fc);
+	RUNC(elementwise);
+	RUNC(gap_and_concat);
+	RUNC(dropout_masks_identical);
+	RUNC(bn_fold);
+	RUNC(softmax_ce);
+	RUNC(sgd_ranges);
+	RUNC(run_every_op);
+	RUNC(run_zoo_fused_inference);
+	RUNC(run_cifar_resnet20_tracks_cpu);
+	RUNC(profile_on_cuda);
+	RUNC(device_memory);
+	RUNC(cast_exact);
+	RUNC(nonfinite_check);
+	RUNC(sgd_unscales);
+	RUNC(elementwise_half_exact);
+	RUNC(conv_half);
+	RUNC(batchnorm_half);
+	RUNC(batchnorm_relu);
+	RUNC(conv_find);
+	RUNC(conv_half_find);
+	RUNC(batchnorm_own);
+	RUNC(batchnorm_half_own);
+	RUNC(pooling_half);
+	RUNC(fc_half);
+	RUNC(run_every_op_half);
+	RUNC(loss_scale_overflow);
+	RUNC(run_cifar_resnet20_half);
+	RUNC(run_every_op_own);
+	RUNC(run_every_op_half_own);
+	RUNC(run_cifar_resnet20_half_own);
+	RUNC(input_u8_exact);
+	RUNC(input_u8_staging);
+	RUNC(run_forward_u8_on_cuda);
 	bt_backend_free(&gpu);
 	bt_backend_free(&cpu);
 	return test_summary();
