@@ -1855,15 +1855,21 @@ static void tp_free(struct tpair *t)
 
 /* The batch-norm tests and the whole-network ones again with bt's kernels for every dtype
  * (and so the ReLU folded into each batch norm in training). */
-static void with_own_bn(void (*test)(void))
+/* Runs test with one of the CUDA backend's settings at on, then puts it back to off. */
+static void with_setting(int (*set)(struct bt_backend *, int), int on, int off, void (*test)(void))
 {
-	if (bt_backend_cuda_set_bn(&gpu, BT_CUDA_BN_OWN) < 0) {
-		fprintf(stderr, "  set_bn: %s\n", bt_errmsg());
+	if (set(&gpu, on) < 0) {
+		fprintf(stderr, "  setting the CUDA backend: %s\n", bt_errmsg());
 		test_cur_failed = 1;
 		return;
 	}
 	test();
-	bt_backend_cuda_set_bn(&gpu, BT_CUDA_BN_AUTO);
+	set(&gpu, off);
+}
+
+static void with_own_bn(void (*test)(void))
+{
+	with_setting(bt_backend_cuda_set_bn, BT_CUDA_BN_OWN, BT_CUDA_BN_AUTO, test);
 }
 
 /* A batch norm with the ReLU after it folded in (bn_relu_*), and with a residual addition
@@ -1974,13 +1980,7 @@ static void batchnorm_relu_cases(void)
  * deterministic or not, must be as accurate. */
 static void with_conv_find(void (*test)(void))
 {
-	if (bt_backend_cuda_set_conv_find(&gpu, 1) < 0) {
-		fprintf(stderr, "  set_conv_find: %s\n", bt_errmsg());
-		test_cur_failed = 1;
-		return;
-	}
-	test();
-	bt_backend_cuda_set_conv_find(&gpu, 0);
+	with_setting(bt_backend_cuda_set_conv_find, 1, 0, test);
 }
 
 TEST(conv_find) { with_conv_find(conv); }
