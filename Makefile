@@ -59,7 +59,7 @@ endif
 endif
 
 # ---- sources --------------------------------------------------------------------------
-LIB_SRCS = lib/status.c lib/record.c lib/image.c lib/source.c lib/source_mxnet.c \
+LIB_SRCS = lib/status.c lib/record.c lib/outfile.c lib/image.c lib/source.c lib/source_mxnet.c \
 	lib/source_idx.c lib/prep.c lib/augment.c lib/loader.c lib/graph.c \
 	lib/zoo.c lib/cpu.c lib/cpu_backend.c lib/run.c lib/train.c \
 	lib/checkpoint.c lib/ckpt_model.c lib/backend_open.c lib/desc.c lib/mixed.c

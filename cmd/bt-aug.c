@@ -14,6 +14,7 @@
 #include "bt.h"
 #include "image.h"
 #include "loader.h"
+#include "outfile.h"
 #include "record.h"
 #include "tool.h"
 
@@ -187,29 +188,19 @@ fail:
 	return tool_fail(st);
 }
 
-/* Writes a JPEG file through a temporary name. */
+/* Writes a JPEG file through a temporary name (or straight into a device or pipe). */
 static int write_file(const char *path, const uint8_t *data, size_t n)
 {
-	char *tmp = NULL;
-	FILE *fp;
-	int st = BT_OK;
-	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
-		return bt_error(BT_ERR_NOMEM, "out of memory");
-	if (!(fp = fopen(tmp, "wb"))) {
-		st = bt_error_errno("cannot create '%s'", path);
-		free(tmp);
+	struct bt_outfile o;
+	int st = bt_outfile_open(&o, path);
+	if (st < 0)
+		return st;
+	if (fwrite(data, 1, n, o.fp) != n) {
+		st = bt_error_errno("cannot write '%s'", path);
+		bt_outfile_abort(&o);
 		return st;
 	}
-	if (fwrite(data, 1, n, fp) != n)
-		st = bt_error_errno("%s", path);
-	if (fclose(fp) != 0 && st == BT_OK)
-		st = bt_error_errno("%s", path);
-	if (st == BT_OK && rename(tmp, path) != 0)
-		st = bt_error_errno("cannot rename to '%s'", path);
-	if (st < 0)
-		unlink(tmp);
-	free(tmp);
-	return st;
+	return bt_outfile_commit(&o, 0);
 }
 
 /* Contact sheet: row r is record r, column c the draw of epoch c (training mode) or the

@@ -22,6 +22,7 @@
 #include "checkpoint.h"
 #include "graph.h"
 #include "loader.h"
+#include "outfile.h"
 #include "run.h"
 #include "tool.h"
 #include "train.h"
@@ -88,60 +89,6 @@ struct opts {
 	double crop_ratio;       /* 0: the checkpoint's */
 	int u8;                  /* uint8 batches, colour and normalisation on the device */
 };
-
-/* An output file written under a temporary name beside it and renamed at the end, so
- * that a failure leaves nothing under the final name. */
-struct outfile {
-	const char *path;
-	char *tmp;
-	FILE *fp;
-};
-
-static int out_open(struct outfile *o, const char *path)
-{
-	o->path = path;
-	if (asprintf(&o->tmp, "%s.tmp.%d", path, (int)getpid()) < 0) {
-		o->tmp = NULL;
-		return bt_error(BT_ERR_NOMEM, "out of memory");
-	}
-	if (!(o->fp = fopen(o->tmp, "w"))) {
-		int st = bt_error_errno("cannot create '%s'", path);
-		free(o->tmp);
-		o->tmp = NULL;
-		return st;
-	}
-	return BT_OK;
-}
-
-static int out_commit(struct outfile *o)
-{
-	int st = BT_OK;
-	if (!o->fp)
-		return BT_OK;
-	if (fflush(o->fp) != 0 || ferror(o->fp) || fsync(fileno(o->fp)) != 0)
-		st = bt_error_errno("cannot write '%s'", o->path);
-	if (fclose(o->fp) != 0 && st == BT_OK)
-		st = bt_error_errno("cannot write '%s'", o->path);
-	o->fp = NULL;
-	if (st == BT_OK && rename(o->tmp, o->path) != 0)
-		st = bt_error_errno("cannot rename to '%s'", o->path);
-	if (st < 0)
-		unlink(o->tmp);
-	free(o->tmp);
-	o->tmp = NULL;
-	return st;
-}
-
-static void out_abort(struct outfile *o)
-{
-	if (o->fp) {
-		fclose(o->fp);
-		unlink(o->tmp);
-	}
-	o->fp = NULL;
-	free(o->tmp);
-	o->tmp = NULL;
-}
 
 /* What is counted over the whole file. */
 struct tally {
@@ -394,7 +341,7 @@ static int evaluate(const struct opts *o)
 	struct bt_backend be = {0};
 	struct bt_run *r = NULL;
 	struct tally t = {0};
-	struct outfile pred = {0}, conf = {0};
+	struct bt_outfile pred = {0}, conf = {0};
 	bt_loader *l = NULL;
 	const struct bt_batch *b;
 	float *host = NULL, *logits = NULL;
@@ -463,14 +410,14 @@ static int evaluate(const struct opts *o)
 
 	/* Outputs are created before the work, so that a bad path fails at once. */
 	if (o->predictions) {
-		if ((st = out_open(&pred, o->predictions)) < 0)
+		if ((st = bt_outfile_open(&pred, o->predictions)) < 0)
 			goto fail;
 		fputs("id\tlabel", pred.fp);
 		for (int k = 1; k <= t.topk; k++)
 			fprintf(pred.fp, "\tpred%d\tprob%d", k, k);
 		fputs(o->logits ? "\tlogits\n" : "\n", pred.fp);
 	}
-	if (o->confusion && (st = out_open(&conf, o->confusion)) < 0)
+	if (o->confusion && (st = bt_outfile_open(&conf, o->confusion)) < 0)
 		goto fail;
 
 	t0 = tool_now();
@@ -537,7 +484,7 @@ static int evaluate(const struct opts *o)
 	}
 	if (conf.fp)
 		write_confusion(conf.fp, &t, names);
-	if ((st = out_commit(&pred)) < 0 || (st = out_commit(&conf)) < 0)
+	if ((st = bt_outfile_commit(&pred, 1)) < 0 || (st = bt_outfile_commit(&conf, 1)) < 0)
 		goto fail;
 	if (o->json)
 		print_json(o, &t, names, tool_now() - t0);
@@ -546,8 +493,8 @@ static int evaluate(const struct opts *o)
 	st = BT_OK;
 fail:
 	tool_progress_end();
-	out_abort(&pred);
-	out_abort(&conf);
+	bt_outfile_abort(&pred);
+	bt_outfile_abort(&conf);
 	bt_loader_close(l);
 	free_names(names, t.K);
 	free(t.class_images);

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "record.h"
 #include "bt.h"
+#include "outfile.h"
 #include "le.h"
 
 #include <errno.h>
@@ -72,9 +73,9 @@ int bt_record_check(const struct bt_record *rec)
 /* ---------------------------------------------------------------- writer */
 
 struct bt_record_writer {
-	FILE *fp;
-	char *path;       /* final name; NULL for stdout */
-	char *tmp;        /* temporary name being written */
+	struct bt_outfile out;
+	FILE *fp;         /* out.fp */
+	int to_stdout;
 	char *iobuf;
 	uint64_t off;     /* bytes written so far */
 	uint64_t *offs;
@@ -87,7 +88,7 @@ struct bt_record_writer {
 static int wr(bt_record_writer *w, const void *p, size_t n)
 {
 	if (n && fwrite(p, 1, n, w->fp) != n)
-		return bt_error_errno("%s", w->tmp ? w->tmp : "<stdout>");
+		return bt_error_errno("%s", bt_outfile_name(&w->out));
 	w->off += n;
 	return BT_OK;
 }
@@ -126,39 +127,18 @@ int bt_record_writer_open(bt_record_writer **out, const char *path)
 {
 	bt_record_writer *w = calloc(1, sizeof *w);
 	uint8_t hdr[BT_RECORD_FILE_HEADER] = {0};
-	int fd = -1, st;
+	int st;
 
 	*out = NULL;
 	if (!w)
 		return bt_error(BT_ERR_NOMEM, "out of memory");
-	if (strcmp(path, "-") == 0) {
-		w->fp = stdout;
-		grow_pipe(fileno(stdout));
-	} else {
-		w->path = strdup(path);
-		if (!w->path || asprintf(&w->tmp, "%s.tmp.XXXXXX", path) < 0) {
-			w->tmp = NULL;
-			st = bt_error(BT_ERR_NOMEM, "out of memory");
-			goto fail;
-		}
-		fd = mkstemp(w->tmp);
-		if (fd < 0) {
-			st = bt_error_errno("cannot create '%s'", path);
-			free(w->tmp);
-			w->tmp = NULL;
-			goto fail;
-		}
-		/* mkstemp makes 0600; a packed dataset should get the usual umask'd mode. */
-		mode_t um = umask(0);
-		umask(um);
-		fchmod(fd, 0666 & ~um);
-		w->fp = fdopen(fd, "wb");
-		if (!w->fp) {
-			st = bt_error_errno("%s", w->tmp);
-			close(fd);
-			goto fail;
-		}
+	if ((st = bt_outfile_open(&w->out, path)) < 0) {
+		free(w);
+		return st;
 	}
+	w->fp = w->out.fp;
+	w->to_stdout = w->fp == stdout;
+	grow_pipe(fileno(w->fp));
 	w->iobuf = malloc(IOBUF);
 	if (w->iobuf)
 		setvbuf(w->fp, w->iobuf, _IOFBF, IOBUF);
@@ -356,33 +336,15 @@ int bt_record_writer_commit(bt_record_writer *w)
 	uint64_t n;
 	int st;
 
-	st = write_footer(w->fp, w->tmp ? w->tmp : "<stdout>", w->off, w->offs, w->n, w->nclasses,
+	st = write_footer(w->fp, bt_outfile_name(&w->out), w->off, w->offs, w->n, w->nclasses,
 			  w->classes, &n);
 	if (st < 0)
 		goto fail;
 	w->off += n;
-	if (fflush(w->fp) != 0) {
-		st = bt_error_errno("%s", w->tmp ? w->tmp : "<stdout>");
+	st = bt_outfile_commit(&w->out, !w->nosync);
+	w->fp = NULL;
+	if (st < 0)
 		goto fail;
-	}
-	if (w->tmp) {
-		if (!w->nosync && fsync(fileno(w->fp)) != 0) {
-			st = bt_error_errno("%s", w->tmp);
-			goto fail;
-		}
-		if (fclose(w->fp) != 0) {
-			w->fp = NULL;
-			st = bt_error_errno("%s", w->tmp);
-			goto fail;
-		}
-		w->fp = NULL;
-		if (rename(w->tmp, w->path) != 0) {
-			st = bt_error_errno("cannot rename '%s' to '%s'", w->tmp, w->path);
-			goto fail;
-		}
-		free(w->tmp);
-		w->tmp = NULL;
-	}
 	bt_record_writer_abort(w); /* frees; nothing left to remove */
 	return BT_OK;
 fail:
@@ -394,15 +356,10 @@ void bt_record_writer_abort(bt_record_writer *w)
 {
 	if (!w)
 		return;
-	if (w->fp && w->fp != stdout)
-		fclose(w->fp);
-	else if (w->fp == stdout)
-		fflush(stdout);
-	if (w->tmp)
-		unlink(w->tmp);
-	free(w->tmp);
-	free(w->path);
-	free(w->iobuf);
+	/* Standard output stays open, and keeps the buffer setvbuf gave it. */
+	if (!w->to_stdout)
+		free(w->iobuf);
+	bt_outfile_abort(&w->out);
 	free(w->offs);
 	free_names(w->classes, w->nclasses);
 	free(w);

@@ -120,3 +120,39 @@ examples_of() {
 	run "$T/root/opt/bt/bin/bt-prep" --version
 	[ "$status" -eq 0 ]
 }
+
+# Every output is written under a temporary name and renamed, except where the name is
+# already something other than a regular file: renaming over /dev/null (as root) or a FIFO
+# would replace it with a file.
+@test "an output that is a FIFO or a device is written in place, not renamed over" {
+	make_folder images 2 cat dog
+	bt-prep -q -o in.btr images/
+	mkckpt --classes 2 --input-size 32 --seed 1 cifar_resnet20_v1 m.btc
+	mkfifo ff
+	# bt-prep and bt-aug -o, bt-aug --preview, bt-eval --predictions and --confusion
+	for cmd in "bt-prep -q -o ff images/" "bt-aug -q -o ff in.btr" \
+		"bt-aug -q --preview ff --grid 1x2 in.btr" \
+		"bt-eval -q --predictions ff m.btc in.btr" "bt-eval -q --confusion ff m.btc in.btr"; do
+		# the reader gives up if nothing ever opens the FIFO (a tool that renamed over it)
+		timeout 60 cat ff > got &
+		run $cmd
+		wait $!
+		[ "$status" -eq 0 ] || { echo "$cmd: $output"; return 1; }
+		[ -p ff ] || { echo "$cmd replaced the FIFO"; return 1; }
+		[ -s got ] || { echo "$cmd: nothing came through the FIFO"; return 1; }
+		[ -z "$(ls | grep '\.tmp\.')" ] || { echo "$cmd left a temporary file"; return 1; }
+	done
+	# what came through last is the confusion matrix of the two classes
+	[ "$(wc -l < got)" -eq 3 ]
+	run bt-aug -q --limit 1 -o /dev/null in.btr
+	[ "$status" -eq 0 ]
+	[ -c /dev/null ]
+	# a directory is refused, naming it
+	mkdir d
+	run bt-aug -q -o d in.btr
+	[ "$status" -eq 1 ]
+	[ "$output" = "bt-aug: 'd' is a directory" ]
+	run bt-prep -q -o d images/
+	[ "$status" -eq 1 ]
+	[ "$output" = "bt-prep: 'd' is a directory" ]
+}

@@ -1,0 +1,104 @@
+/* outfile.c: see outfile.h. */
+#define _GNU_SOURCE
+#include "outfile.h"
+#include "bt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void closed(struct bt_outfile *o)
+{
+	o->fp = NULL;
+	free(o->tmp);
+	free(o->path);
+	o->tmp = o->path = NULL;
+}
+
+int bt_outfile_open(struct bt_outfile *o, const char *path)
+{
+	struct stat sb;
+	mode_t um;
+	int fd;
+
+	memset(o, 0, sizeof *o);
+	if (strcmp(path, "-") == 0) {
+		o->fp = stdout;
+		return BT_OK;
+	}
+	if (!(o->path = strdup(path)))
+		return bt_error(BT_ERR_NOMEM, "out of memory");
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		if (S_ISDIR(sb.st_mode)) {
+			closed(o);
+			return bt_error(BT_ERR_INVALID, "'%s' is a directory", path);
+		}
+		if (!(o->fp = fopen(path, "wb"))) {
+			int st = bt_error_errno("cannot open '%s'", path);
+			closed(o);
+			return st;
+		}
+		return BT_OK;
+	}
+	if (asprintf(&o->tmp, "%s.tmp.XXXXXX", path) < 0) {
+		o->tmp = NULL;
+		closed(o);
+		return bt_error(BT_ERR_NOMEM, "out of memory");
+	}
+	if ((fd = mkstemp(o->tmp)) < 0) {
+		int st = bt_error_errno("cannot create '%s'", path);
+		closed(o);
+		return st;
+	}
+	/* mkstemp makes 0600; an output file should get the usual umask'd mode. */
+	um = umask(0);
+	umask(um);
+	if (fchmod(fd, 0666 & ~um) != 0 || !(o->fp = fdopen(fd, "wb"))) {
+		int st = bt_error_errno("%s", o->tmp);
+		close(fd);
+		unlink(o->tmp);
+		closed(o);
+		return st;
+	}
+	return BT_OK;
+}
+
+const char *bt_outfile_name(const struct bt_outfile *o)
+{
+	return o->tmp ? o->tmp : o->path ? o->path : "<stdout>";
+}
+
+int bt_outfile_commit(struct bt_outfile *o, int sync)
+{
+	int st = BT_OK;
+
+	if (!o->fp)
+		return BT_OK;
+	if (fflush(o->fp) != 0 || ferror(o->fp) || (o->tmp && sync && fsync(fileno(o->fp)) != 0))
+		st = bt_error_errno("cannot write '%s'", bt_outfile_name(o));
+	if (o->fp == stdout) {
+		closed(o);
+		return st;
+	}
+	if (fclose(o->fp) != 0 && st == BT_OK)
+		st = bt_error_errno("cannot write '%s'", bt_outfile_name(o));
+	o->fp = NULL;
+	if (st == BT_OK && o->tmp && rename(o->tmp, o->path) != 0)
+		st = bt_error_errno("cannot rename '%s' to '%s'", o->tmp, o->path);
+	if (st < 0 && o->tmp)
+		unlink(o->tmp);
+	closed(o);
+	return st;
+}
+
+void bt_outfile_abort(struct bt_outfile *o)
+{
+	if (o->fp == stdout)
+		fflush(stdout);
+	else if (o->fp)
+		fclose(o->fp);
+	if (o->fp && o->tmp)
+		unlink(o->tmp);
+	closed(o);
+}
