@@ -20,28 +20,33 @@ int bt_outfile_open(struct bt_outfile *o, const char *path)
 {
 	struct stat sb;
 	mode_t um;
-	int fd;
+	int fd, have;
 
 	memset(o, 0, sizeof *o);
 	if (strcmp(path, "-") == 0) {
 		o->fp = stdout;
 		return BT_OK;
 	}
-	if (!(o->path = strdup(path)))
+	/* A symbolic link is followed, so that the file it names is replaced and the link
+	 * stays (a dangling one is replaced itself). */
+	if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode))
+		o->path = realpath(path, NULL);
+	if (!o->path && !(o->path = strdup(path)))
 		return bt_error(BT_ERR_NOMEM, "out of memory");
-	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+	have = stat(o->path, &sb) == 0;
+	if (have && !S_ISREG(sb.st_mode)) {
 		if (S_ISDIR(sb.st_mode)) {
 			closed(o);
 			return bt_error(BT_ERR_INVALID, "'%s' is a directory", path);
 		}
-		if (!(o->fp = fopen(path, "wb"))) {
+		if (!(o->fp = fopen(o->path, "wb"))) {
 			int st = bt_error_errno("cannot open '%s'", path);
 			closed(o);
 			return st;
 		}
 		return BT_OK;
 	}
-	if (asprintf(&o->tmp, "%s.tmp.XXXXXX", path) < 0) {
+	if (asprintf(&o->tmp, "%s.tmp.XXXXXX", o->path) < 0) {
 		o->tmp = NULL;
 		closed(o);
 		return bt_error(BT_ERR_NOMEM, "out of memory");
@@ -51,10 +56,10 @@ int bt_outfile_open(struct bt_outfile *o, const char *path)
 		closed(o);
 		return st;
 	}
-	/* mkstemp makes 0600; an output file should get the usual umask'd mode. */
+	/* mkstemp makes 0600: a file replaced keeps its mode, a new one gets the umask's. */
 	um = umask(0);
 	umask(um);
-	if (fchmod(fd, 0666 & ~um) != 0 || !(o->fp = fdopen(fd, "wb"))) {
+	if (fchmod(fd, have ? sb.st_mode & 07777 : 0666 & ~um) != 0 || !(o->fp = fdopen(fd, "wb"))) {
 		int st = bt_error_errno("%s", o->tmp);
 		close(fd);
 		unlink(o->tmp);

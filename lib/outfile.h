@@ -3,6 +3,8 @@
  * A regular file (new or existing) is written under a temporary name beside it
  * (NAME.tmp.XXXXXX, mode 0666 less the umask) and renamed over NAME on commit, after an
  * optional fsync; abort removes the temporary file, so a failure leaves NAME as it was.
+ * A file replaced keeps its permission bits; a symbolic link is followed (the file it
+ * names is replaced, the link stays).
  * "-" is standard output. A NAME that exists and is not a regular file (/dev/null,
  * /dev/stdout, a FIFO, a terminal) is written in place: renaming over it would replace a
  * device or pipe with a file.

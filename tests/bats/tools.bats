@@ -124,7 +124,7 @@ examples_of() {
 # Every output is written under a temporary name and renamed, except where the name is
 # already something other than a regular file: renaming over /dev/null (as root) or a FIFO
 # would replace it with a file.
-@test "an output that is a FIFO or a device is written in place, not renamed over" {
+@test "outputs: a FIFO or a device is written in place, a link followed, a mode kept" {
 	make_folder images 2 cat dog
 	bt-prep -q -o in.btr images/
 	mkckpt --classes 2 --input-size 32 --seed 1 cifar_resnet20_v1 m.btc
@@ -147,6 +147,16 @@ examples_of() {
 	run bt-aug -q --limit 1 -o /dev/null in.btr
 	[ "$status" -eq 0 ]
 	[ -c /dev/null ]
+	# a symbolic link is followed (the link stays) and a file replaced keeps its mode
+	bt-prep -q -o real.btr images/
+	chmod 640 real.btr
+	ln -s real.btr link.btr
+	run bt-aug -q --limit 1 -o link.btr in.btr
+	[ "$status" -eq 0 ]
+	[ -L link.btr ]
+	[ "$(stat -c %a real.btr)" = 640 ]
+	run bt-info real.btr
+	[[ "$output" == *"records    1"* ]]
 	# a directory is refused, naming it
 	mkdir d
 	run bt-aug -q -o d in.btr
