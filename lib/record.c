@@ -74,8 +74,7 @@ int bt_record_check(const struct bt_record *rec)
 
 struct bt_record_writer {
 	struct bt_outfile out;
-	FILE *fp;         /* out.fp */
-	int to_stdout;
+	int to_stdout;    /* out is standard output, which keeps iobuf after the end */
 	char *iobuf;
 	uint64_t off;     /* bytes written so far */
 	uint64_t *offs;
@@ -87,7 +86,7 @@ struct bt_record_writer {
 
 static int wr(bt_record_writer *w, const void *p, size_t n)
 {
-	if (n && fwrite(p, 1, n, w->fp) != n)
+	if (n && fwrite(p, 1, n, w->out.fp) != n)
 		return bt_error_errno("%s", bt_outfile_name(&w->out));
 	w->off += n;
 	return BT_OK;
@@ -136,12 +135,11 @@ int bt_record_writer_open(bt_record_writer **out, const char *path)
 		free(w);
 		return st;
 	}
-	w->fp = w->out.fp;
-	w->to_stdout = w->fp == stdout;
-	grow_pipe(fileno(w->fp));
+	w->to_stdout = w->out.fp == stdout;
+	grow_pipe(fileno(w->out.fp));
 	w->iobuf = malloc(IOBUF);
 	if (w->iobuf)
-		setvbuf(w->fp, w->iobuf, _IOFBF, IOBUF);
+		setvbuf(w->out.fp, w->iobuf, _IOFBF, IOBUF);
 	memcpy(hdr, file_magic, 8);
 	put_u32(hdr + 8, BT_RECORD_VERSION);
 	put_u32(hdr + 12, BT_RECORD_FILE_HEADER);
@@ -336,13 +334,12 @@ int bt_record_writer_commit(bt_record_writer *w)
 	uint64_t n;
 	int st;
 
-	st = write_footer(w->fp, bt_outfile_name(&w->out), w->off, w->offs, w->n, w->nclasses,
+	st = write_footer(w->out.fp, bt_outfile_name(&w->out), w->off, w->offs, w->n, w->nclasses,
 			  w->classes, &n);
 	if (st < 0)
 		goto fail;
 	w->off += n;
 	st = bt_outfile_commit(&w->out, !w->nosync);
-	w->fp = NULL;
 	if (st < 0)
 		goto fail;
 	bt_record_writer_abort(w); /* frees; nothing left to remove */
