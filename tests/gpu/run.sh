@@ -10,7 +10,7 @@
 # listing and the benchmark in every dtype in plain shell otherwise), bt's benchmark (every
 # dtype, and the BT_CUDA_BN=own and BT_CUDA_CONV=find variants), a profiled step, the
 # out-of-memory message, a short run on real JPEGs, and torch.compile last with what time is
-# left, writing every log under $OUT. Meant to finish in under 9 minutes.
+# left, writing every log under $OUT. Finishes in under 8 minutes (issue 6), by its budget.
 #   device call: command "bash tests/gpu/run.sh", carry ["tests/gpu/carry.tar.xz"]
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -20,11 +20,12 @@ exec > >(tee "$OUT/run.log") 2>&1
 export PYTHONUNBUFFERED=1
 status=0
 step() { echo; echo "== $* ($(date -u +%H:%M:%S), $(left) s left)"; }
-# One device call may run 600 s and the machine's start is charged too, so the script keeps
-# to a budget (BT_GPU_BUDGET seconds, default 540): each long step's time limit is the
-# smaller of its own and what is left, so the last steps are cut, not the call.
+# One device call may run 600 s, the machine's start is charged too, and issue 6 asks for
+# under 8 minutes, so the script keeps to a budget (BT_GPU_BUDGET seconds, default 470):
+# each long step's time limit is the smaller of its own and what is left, so the last
+# steps are cut, not the call.
 t_start=$(date +%s)
-left() { echo $(( ${BT_GPU_BUDGET:-540} - ($(date +%s) - t_start) )); }
+left() { echo $(( ${BT_GPU_BUDGET:-470} - ($(date +%s) - t_start) )); }
 limit() { local l; l=$(left); l=$((l - ${2:-0})); [ "$l" -lt "$1" ] && echo $((l > 5 ? l : 5)) || echo "$1"; }
 
 step "machine"
@@ -72,7 +73,7 @@ step "CUDA backend against the CPU backend (tests/gpu/test_cuda)"
 # before running it, so the crashed one and those already done are skipped (BT_TEST_SKIP)
 # and the rest run again, up to three times, all into the same log.
 : > "$OUT/test_cuda.log"
-skip="" crashes=0 tlimit=$(limit 180 200) tstart=$(date +%s)
+skip="" crashes=0 tlimit=$(limit 180 150) tstart=$(date +%s)
 for attempt in 1 2 3; do
 	tleft=$((tlimit - ($(date +%s) - tstart))); [ "$tleft" -gt 5 ] || break
 	BT_TEST_SKIP="$skip" timeout "$tleft" tests/gpu/test_cuda > "$OUT/test_cuda.$attempt.log" 2>&1
