@@ -88,7 +88,6 @@ int bt_outfile_commit(struct bt_outfile *o, int sync)
 	}
 	if (fclose(o->fp) != 0 && st == BT_OK)
 		st = bt_error_errno("cannot write '%s'", bt_outfile_name(o));
-	o->fp = NULL;
 	if (st == BT_OK && o->tmp && rename(o->tmp, o->path) != 0)
 		st = bt_error_errno("cannot rename '%s' to '%s'", o->tmp, o->path);
 	if (st < 0 && o->tmp)

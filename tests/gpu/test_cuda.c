@@ -1853,8 +1853,6 @@ static void tp_free(struct tpair *t)
 	hpair_free(&t->hh);
 }
 
-/* The batch-norm tests and the whole-network ones again with bt's kernels for every dtype
- * (and so the ReLU folded into each batch norm in training). */
 /* Runs test with one of the CUDA backend's settings at on, then puts it back to off. */
 static void with_setting(int (*set)(struct bt_backend *, int), int on, int off, void (*test)(void))
 {
@@ -1867,6 +1865,8 @@ static void with_setting(int (*set)(struct bt_backend *, int), int on, int off, 
 	set(&gpu, off);
 }
 
+/* The batch-norm tests and the whole-network ones again with bt's kernels for every dtype
+ * (and so the ReLU folded into each batch norm in training). */
 static void with_own_bn(void (*test)(void))
 {
 	with_setting(bt_backend_cuda_set_bn, BT_CUDA_BN_OWN, BT_CUDA_BN_AUTO, test);
