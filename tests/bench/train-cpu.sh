@@ -15,6 +15,10 @@
 # process: bt, then PyTorch channels_last (NHWC, bt's layout), then PyTorch's default
 # NCHW. The best figure of each side is kept; PyTorch's figure is the better of its two
 # memory formats (the peer gets its best), and its peak memory the lower of them.
+# The verdict is on those best-of figures. Beside them the table prints a "paired" ratio:
+# the median over the rounds of each round's own bt/PyTorch ratio (the three processes of
+# a round run back to back, so a slow phase of this VM, which moves both sides by 10-30 %
+# within minutes, tends to fall on both). With RUNS=1 it equals the best-of ratio.
 #
 # bt:      bin/bt-train --benchmark --model M --batch-size B --input-size S
 #          --in-channels C --steps N --warmup W -j $THREADS
@@ -130,6 +134,9 @@ best() {
 		if (m == "max") print (b + 0 > a + 0 ? b : a); else print (b + 0 < a + 0 ? b : a) }'
 }
 
+# median of the numbers on stdin, two decimals.
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
 met() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t + 0 ? "target met" : "NOT met") }'; }
 
 ROWS=()
@@ -147,7 +154,9 @@ for cfg in "${CONFIGS[@]}"; do
 	args=(--model "$model" --batch-size "$batch" --input-size "$size" --in-channels "$ch"
 	      --steps "$steps" --warmup "$warm" -j "$THREADS")
 	bt_train="" bt_infer="" bt_peak="" t_train="" t_infer="" t_peak=""
+	ptrain="" pinfer=""
 	for ((r = 1; r <= RUNS; r++)); do
+		rb_train="" rb_infer="" rt_train="" rt_infer=""
 		if [ "$TORCH_ONLY" != 1 ]; then
 			if res=$(run_one "bt-train ($cfg)" "$TMP/bt" "$BT" --benchmark "${args[@]}"); then
 				read -r a b c <<<"$res"
@@ -155,6 +164,7 @@ for cfg in "${CONFIGS[@]}"; do
 					"$cfg" "$r" "$a" "$b" $((c / 1024)) "$(head -n 1 "$TMP/bt.err")"
 				bt_train=$(best "$bt_train" "$a" max) bt_infer=$(best "$bt_infer" "$b" max)
 				bt_peak=$(best "$bt_peak" "$c" min)
+				rb_train=$a rb_infer=$b
 			else
 				FAILED=1
 			fi
@@ -167,10 +177,15 @@ for cfg in "${CONFIGS[@]}"; do
 					"$cfg" "$r" "$fmt" "$a" "$b" $((c / 1024)) $((${base:-0} / 1024))
 				t_train=$(best "$t_train" "$a" max) t_infer=$(best "$t_infer" "$b" max)
 				t_peak=$(best "$t_peak" "$c" min)
+				rt_train=$(best "$rt_train" "$a" max) rt_infer=$(best "$rt_infer" "$b" max)
 			else
 				FAILED=1
 			fi
 		done
+		if [ -n "$rb_train" ] && [ -n "$rt_train" ]; then
+			ptrain+=" $(awk -v a="$rb_train" -v b="$rt_train" 'BEGIN { printf "%.4f", a / b }')"
+			pinfer+=" $(awk -v a="$rb_infer" -v b="$rt_infer" 'BEGIN { printf "%.4f", a / b }')"
+		fi
 	done
 	[ -n "$t_train" ] || continue
 	if [ -z "$bt_train" ]; then
@@ -180,17 +195,19 @@ for cfg in "${CONFIGS[@]}"; do
 	fi
 	tr=$(awk -v a="$bt_train" -v b="$t_train" 'BEGIN { printf "%.2f", a / b }')
 	ir=$(awk -v a="$bt_infer" -v b="$t_infer" 'BEGIN { printf "%.2f", a / b }')
-	ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |' "$DATE" "$MACHINE" \
-		"$desc" "$bt_train" "$t_train" "$tr" "$bt_infer" "$t_infer" "$ir" \
+	ptr=- pir=-
+	[ -z "$ptrain" ] || { ptr=$(median <<<"$ptrain"); pir=$(median <<<"$pinfer"); }
+	ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s (%s) | %d | %d |' "$DATE" "$MACHINE" \
+		"$desc" "$bt_train" "$t_train" "$tr" "$ptr" "$bt_infer" "$t_infer" "$ir" "$pir" \
 		$((bt_peak / 1024)) $((t_peak / 1024)))")
-	VERDICTS+=("$(printf '%-32s training  bt/torch %5s >= %s: %s' "$desc" "$tr" "$ttarget" "$(met "$tr" "$ttarget")")")
-	VERDICTS+=("$(printf '%-32s inference bt/torch %5s >= %s: %s' "$desc" "$ir" "$itarget" "$(met "$ir" "$itarget")")")
+	VERDICTS+=("$(printf '%-32s training  bt/torch %5s (paired %s) >= %s: %s' "$desc" "$tr" "$ptr" "$ttarget" "$(met "$tr" "$ttarget")")")
+	VERDICTS+=("$(printf '%-32s inference bt/torch %5s (paired %s) >= %s: %s' "$desc" "$ir" "$pir" "$itarget" "$(met "$ir" "$itarget")")")
 	if [ "$bt_peak" -le "$t_peak" ]; then m="target met"; else m="NOT met"; fi
 	VERDICTS+=("$(printf '%-32s peak RSS  bt %d MB <= torch %d MB: %s' "$desc" $((bt_peak / 1024)) $((t_peak / 1024)) "$m")")
 done
 
 echo
-echo "| date | machine | config | bt train img/s | torch train img/s | ratio | bt infer img/s | torch infer img/s | ratio | bt peak MB | torch peak MB |"
+echo "| date | machine | config | bt train img/s | torch train img/s | ratio (paired) | bt infer img/s | torch infer img/s | ratio (paired) | bt peak MB | torch peak MB |"
 echo "|------|---------|--------|---------------:|------------------:|------:|---------------:|------------------:|------:|-----------:|--------------:|"
 for row in "${ROWS[@]}"; do echo "$row"; done
 echo
