@@ -22,6 +22,8 @@ static const char usage_text[] =
 	"usage: bt-aug [-q] [-j N] [--mode train|eval] [--input-size N] [--resize N]\n"
 	"              [--crop-ratio R] [--min-area A] [--max-area A] [--min-aspect R]\n"
 	"              [--max-aspect R] [--jitter J] [--lighting L] [--no-flip]\n"
+	"              [--erase P] [--erase-min-area A] [--erase-max-area A]\n"
+	"              [--erase-min-aspect R] [--erase-max-aspect R]\n"
 	"              [--mean M[,M,M]] [--std S[,S,S]] [--format u8|f32|f16] [--seed S]\n"
 	"              [--epoch E] [--epochs N] [--shuffle] [--limit N] [--skip-bad]\n"
 	"              [-o OUT] [IN]\n"
@@ -45,6 +47,11 @@ static const char help_text[] =
 	"      --jitter J        train: brightness/contrast/saturation range (default 0.4)\n"
 	"      --lighting L      train: PCA lighting noise std (default 0.1)\n"
 	"      --no-flip         train: no horizontal flips\n"
+	"      --erase P         train: random erasing with probability P (default 0: off)\n"
+	"      --erase-min-area A, --erase-max-area A\n"
+	"                        train: erased area fraction (default 0.02 to 0.33)\n"
+	"      --erase-min-aspect R, --erase-max-aspect R\n"
+	"                        train: erased aspect, height/width (default 0.3 to 3.3)\n"
 	"      --mean M[,M,M]    normalisation mean (default 123.68,116.779,103.939)\n"
 	"      --std S[,S,S]     normalisation std (default 58.393,57.12,57.375)\n"
 	"      --format F        u8 (default; no normalisation), f32 or f16\n"
@@ -68,7 +75,8 @@ enum {
 	OPT_MODE = 256, OPT_INPUT_SIZE, OPT_RESIZE, OPT_CROP_RATIO, OPT_MIN_AREA, OPT_MAX_AREA,
 	OPT_MIN_ASPECT, OPT_MAX_ASPECT, OPT_JITTER, OPT_LIGHTING, OPT_NO_FLIP, OPT_MEAN, OPT_STD,
 	OPT_FORMAT, OPT_SEED, OPT_EPOCH, OPT_EPOCHS, OPT_SHUFFLE, OPT_LIMIT, OPT_SKIP_BAD,
-	OPT_PREVIEW, OPT_GRID,
+	OPT_PREVIEW, OPT_GRID, OPT_ERASE, OPT_ERASE_MIN_AREA, OPT_ERASE_MAX_AREA,
+	OPT_ERASE_MIN_ASPECT, OPT_ERASE_MAX_ASPECT,
 };
 
 static const struct option longopts[] = {
@@ -84,6 +92,11 @@ static const struct option longopts[] = {
 	{"jitter", required_argument, NULL, OPT_JITTER},
 	{"lighting", required_argument, NULL, OPT_LIGHTING},
 	{"no-flip", no_argument, NULL, OPT_NO_FLIP},
+	{"erase", required_argument, NULL, OPT_ERASE},
+	{"erase-min-area", required_argument, NULL, OPT_ERASE_MIN_AREA},
+	{"erase-max-area", required_argument, NULL, OPT_ERASE_MAX_AREA},
+	{"erase-min-aspect", required_argument, NULL, OPT_ERASE_MIN_ASPECT},
+	{"erase-max-aspect", required_argument, NULL, OPT_ERASE_MAX_ASPECT},
 	{"mean", required_argument, NULL, OPT_MEAN},
 	{"std", required_argument, NULL, OPT_STD},
 	{"format", required_argument, NULL, OPT_FORMAT},
@@ -333,6 +346,26 @@ int main(int argc, char **argv)
 				return 2;
 			break;
 		case OPT_NO_FLIP: train.flip = 0; break;
+		case OPT_ERASE:
+			if (tool_parse_double("--erase", optarg, 0, 1, &train.erase) < 0)
+				return 2;
+			break;
+		case OPT_ERASE_MIN_AREA:
+			if (tool_parse_double("--erase-min-area", optarg, 1e-6, 1, &train.erase_min_area) < 0)
+				return 2;
+			break;
+		case OPT_ERASE_MAX_AREA:
+			if (tool_parse_double("--erase-max-area", optarg, 1e-6, 1, &train.erase_max_area) < 0)
+				return 2;
+			break;
+		case OPT_ERASE_MIN_ASPECT:
+			if (tool_parse_double("--erase-min-aspect", optarg, 1e-3, 1e3, &train.erase_min_aspect) < 0)
+				return 2;
+			break;
+		case OPT_ERASE_MAX_ASPECT:
+			if (tool_parse_double("--erase-max-aspect", optarg, 1e-3, 1e3, &train.erase_max_aspect) < 0)
+				return 2;
+			break;
 		case OPT_MEAN:
 			if (tool_parse_triple("--mean", optarg, train.mean, 0) < 0)
 				return 2;

@@ -76,7 +76,8 @@ static const char help_text[] =
 	"      --input-size S      input height and width (default: the model's)\n"
 	"      --crop-ratio R      evaluation crop fraction (default 0.875)\n"
 	"      --min-area A, --max-area A, --min-aspect R, --max-aspect R, --jitter J,\n"
-	"      --lighting L, --no-flip, --mean M[,M,M], --std S[,S,S]\n"
+	"      --lighting L, --no-flip, --mean M[,M,M], --std S[,S,S], --erase P,\n"
+	"      --erase-min-area A, --erase-max-area A, --erase-min-aspect R, --erase-max-aspect R\n"
 	"                          the training augmentation, as in bt-aug(1)\n"
 	"      --classes K         classes (default: the class names of the training records)\n"
 	"      --epoch-size N      records per epoch of a --train - stream\n"
@@ -123,6 +124,7 @@ struct recipe {
 	double min_area, max_area, min_aspect, max_aspect;
 	int flip;
 	double jitter, lighting;
+	double erase, erase_min_area, erase_max_area, erase_min_aspect, erase_max_aspect;
 	float mean[3], std[3];
 	char dtype[16];
 	uint64_t seed;
@@ -177,6 +179,11 @@ static const struct field fields[] = {
 	F("flip", V_BOOL, flip, 0, 0, 0),
 	F("jitter", V_DBL, jitter, 0, 1, 0),
 	F("lighting", V_DBL, lighting, 0, 10, 0),
+	F("erase", V_DBL, erase, 0, 1, 0),
+	F("erase-min-area", V_DBL, erase_min_area, 1e-6, 1, 0),
+	F("erase-max-area", V_DBL, erase_max_area, 1e-6, 1, 0),
+	F("erase-min-aspect", V_DBL, erase_min_aspect, 1e-3, 1e3, 0),
+	F("erase-max-aspect", V_DBL, erase_max_aspect, 1e-3, 1e3, 0),
 	F("mean", V_TRIPLE, mean, 0, 0, 0),
 	F("std", V_TRIPLE, std, 1, 0, 0),
 	F("dtype", V_STR, dtype, 0, 0, 0),
@@ -215,6 +222,11 @@ static void recipe_defaults(struct recipe *r)
 	r->flip = 1;
 	r->jitter = a.jitter;
 	r->lighting = a.lighting;
+	r->erase = a.erase;
+	r->erase_min_area = a.erase_min_area;
+	r->erase_max_area = a.erase_max_area;
+	r->erase_min_aspect = a.erase_min_aspect;
+	r->erase_max_aspect = a.erase_max_aspect;
 	memcpy(r->mean, a.mean, sizeof r->mean);
 	memcpy(r->std, a.std, sizeof r->std);
 	strcpy(r->dtype, "float32");
@@ -1517,6 +1529,11 @@ int main(int argc, char **argv)
 	t.train_aug.flip = t.rc.flip;
 	t.train_aug.jitter = t.rc.jitter;
 	t.train_aug.lighting = t.rc.lighting;
+	t.train_aug.erase = t.rc.erase;
+	t.train_aug.erase_min_area = t.rc.erase_min_area;
+	t.train_aug.erase_max_area = t.rc.erase_max_area;
+	t.train_aug.erase_min_aspect = t.rc.erase_min_aspect;
+	t.train_aug.erase_max_aspect = t.rc.erase_max_aspect;
 	memcpy(t.train_aug.mean, t.rc.mean, sizeof t.rc.mean);
 	memcpy(t.train_aug.std, t.rc.std, sizeof t.rc.std);
 	t.train_aug.format = BT_AUG_F32;

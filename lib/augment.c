@@ -68,6 +68,11 @@ void bt_aug_defaults(struct bt_aug_params *p, int train)
 	memcpy(p->std, std, sizeof std);
 	p->format = BT_AUG_U8;
 	p->max_pixels = 100000000;
+	p->erase = 0;
+	p->erase_min_area = 0.02;
+	p->erase_max_area = 0.33;
+	p->erase_min_aspect = 0.3;
+	p->erase_max_aspect = 3.3;
 }
 
 #define BT_AUG_MAX_SIZE 65535
@@ -97,6 +102,16 @@ int bt_aug_check(const struct bt_aug_params *p)
 		return bt_error(BT_ERR_INVALID, "colour jitter %g (want 0..1)", p->jitter);
 	if (!(p->lighting >= 0 && isfinite(p->lighting)))
 		return bt_error(BT_ERR_INVALID, "lighting %g (want >= 0)", p->lighting);
+	if (!(p->erase >= 0 && p->erase <= 1))
+		return bt_error(BT_ERR_INVALID, "erasing probability %g (want 0..1)", p->erase);
+	if (p->erase > 0 && !(p->erase_min_area > 0 && p->erase_min_area <= p->erase_max_area &&
+			      p->erase_max_area <= 1))
+		return bt_error(BT_ERR_INVALID, "erasing area range [%g, %g] (want 0 < min <= max <= 1)",
+				p->erase_min_area, p->erase_max_area);
+	if (p->erase > 0 && !(p->erase_min_aspect > 0 && p->erase_min_aspect <= p->erase_max_aspect &&
+			      isfinite(p->erase_max_aspect)))
+		return bt_error(BT_ERR_INVALID, "erasing aspect range [%g, %g] (want 0 < min <= max)",
+				p->erase_min_aspect, p->erase_max_aspect);
 	for (c = 0; c < 3; c++) {
 		if (!isfinite(p->mean[c]))
 			return bt_error(BT_ERR_INVALID, "mean[%d] is not finite", c);
@@ -152,6 +167,31 @@ static void draw_crop(const struct bt_aug_params *p, uint32_t width, uint32_t he
 	d->x = (double)((width - (uint64_t)cw) / 2);
 	d->w = cw;
 	d->h = ch;
+}
+
+/* torchvision 0.14 RandomErasing.get_params on the size x size output: the probability
+ * first, then up to 10 tries of area and aspect (h / w); a box that does not fit inside
+ * (h < size and w < size, as torchvision asks) is tried again, and after 10 none is erased. */
+static void draw_erase(const struct bt_aug_params *p, struct bt_rng *g, struct bt_aug_draw *d)
+{
+	const double S = p->size, lo = log(p->erase_min_aspect), hi = log(p->erase_max_aspect);
+	int i;
+
+	if (!(bt_rng_uniform(g) < p->erase))
+		return;
+	for (i = 0; i < 10; i++) {
+		double target = S * S * (p->erase_min_area + (p->erase_max_area - p->erase_min_area) *
+								 bt_rng_uniform(g));
+		double aspect = exp(lo + (hi - lo) * bt_rng_uniform(g));
+		double h = round_even(sqrt(target * aspect)), w = round_even(sqrt(target / aspect));
+		if (!(h < S && w < S))
+			continue;
+		d->erase[1] = (int32_t)bt_rng_below(g, (uint64_t)(S - h) + 1);
+		d->erase[0] = (int32_t)bt_rng_below(g, (uint64_t)(S - w) + 1);
+		d->erase[2] = (int32_t)w;
+		d->erase[3] = (int32_t)h;
+		return;
+	}
 }
 
 /* Python's int(round(n / 2.0)) for n >= 0: halves go to the even neighbour. */
@@ -220,6 +260,8 @@ void bt_aug_draw(const struct bt_aug_params *p, uint32_t width, uint32_t height,
 	u1 = bt_rng_uniform(g);
 	u2 = bt_rng_uniform(g);
 	d->alpha[2] = (float)(p->lighting * sqrt(-2 * log(1 - u1)) * cos(two_pi * u2));
+	if (p->erase > 0)
+		draw_erase(p, g, d);
 }
 
 /* ---- half precision ---- */
@@ -727,6 +769,7 @@ void bt_aug_colour_affine(const struct bt_aug_colour *col, int C, const float *m
 		a->mean[c] = mean ? mean[c] : 0.0f;
 		a->inv[c] = mean ? 1.0f / std[c] : 1.0f;
 	}
+	memcpy(a->erase, col->erase, sizeof a->erase);
 	if (!(a->colour = colour_needed(col, C)))
 		return;
 	colour_affine(col, C, m, v);
@@ -774,6 +817,30 @@ static void colour_apply(const struct bt_aug_affine *a, int simd, const uint8_t 
 	}
 }
 
+/* Random erasing's box (x, y, w, h) in an S x S x C output: +0 in float formats; in uint8,
+ * the bytes of keep at the same places when keep is given, else fill (one per channel). */
+static void erase_out(void *out, size_t S, int C, int format, const int32_t *box, const uint8_t *keep,
+		      const uint8_t *fill)
+{
+	const size_t esize = format == BT_AUG_U8 ? 1 : format == BT_AUG_F32 ? 4 : 2;
+	const size_t x0 = (size_t)box[0], y0 = (size_t)box[1], w = (size_t)box[2], h = (size_t)box[3];
+	size_t y, i;
+
+	if (x0 + w > S || y0 + h > S)
+		return;
+	for (y = y0; y < y0 + h; y++) {
+		size_t at = (y * S + x0) * (size_t)C, len = w * (size_t)C;
+		uint8_t *o = (uint8_t *)out + at * esize;
+		if (format != BT_AUG_U8)
+			memset(o, 0, len * esize); /* +0.0 in float32 and float16 */
+		else if (keep)
+			memcpy(o, keep + at, len);
+		else
+			for (i = 0; i < len; i++)
+				o[i] = fill[i % (size_t)C];
+	}
+}
+
 int bt_aug_colour_apply(const struct bt_aug_affine *a, const uint8_t *img, uint32_t size, int C,
 			int format, void *out, struct bt_aug_scratch *s)
 {
@@ -795,21 +862,23 @@ int bt_aug_colour_apply(const struct bt_aug_affine *a, const uint8_t *img, uint3
 	pat = s->pat.p;
 	if (a->colour) {
 		colour_apply(a, simd, img, S, C, format, out, pat);
-		return BT_OK;
+	} else {
+		/* Normalisation alone: the pixels back in the resampler's fixed point, so that the
+		 * output stage is the very one bt_aug_apply uses. */
+		acc = s->acc.p;
+		for (i = 0; i < n; i++) {
+			pat[i] = a->mean[i % (size_t)C];
+			pat[n + i] = a->inv[i % (size_t)C];
+		}
+		for (y = 0; y < S; y++) {
+			const uint8_t *x = img + y * n;
+			for (i = 0; i < n; i++)
+				acc[i] = (int32_t)x[i] << BT_RESAMPLE_BITS;
+			emit_row(simd, format, acc, (uint8_t *)out + y * n * esize, n, pat, pat + n);
+		}
 	}
-	/* Normalisation alone: the pixels back in the resampler's fixed point, so that the
-	 * output stage is the very one bt_aug_apply uses. */
-	acc = s->acc.p;
-	for (i = 0; i < n; i++) {
-		pat[i] = a->mean[i % (size_t)C];
-		pat[n + i] = a->inv[i % (size_t)C];
-	}
-	for (y = 0; y < S; y++) {
-		const uint8_t *x = img + y * n;
-		for (i = 0; i < n; i++)
-			acc[i] = (int32_t)x[i] << BT_RESAMPLE_BITS;
-		emit_row(simd, format, acc, (uint8_t *)out + y * n * esize, n, pat, pat + n);
-	}
+	if (a->erase[2] > 0 && a->erase[4] == (int32_t)size)
+		erase_out(out, S, C, format, a->erase, img, NULL);
 	return BT_OK;
 }
 
@@ -989,9 +1058,38 @@ int bt_aug_apply(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 	return bt_aug_apply_deferred(p, d, rec, out, NULL, s);
 }
 
+static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *d,
+		       const struct bt_record *rec, void *out, struct bt_aug_colour *col,
+		       struct bt_aug_scratch *s);
+
 int bt_aug_apply_deferred(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 			  const struct bt_record *rec, void *out, struct bt_aug_colour *col,
 			  struct bt_aug_scratch *s)
+{
+	int rc = apply_image(p, d, rec, out, col, s);
+	uint8_t fill[3];
+	int C, c;
+
+	if (rc != BT_OK || p->identity || d->erase[2] <= 0)
+		return rc;
+	/* Random erasing, last (torchvision applies it after Normalize): the mean colour, which
+	 * normalises to 0; the deferred colour path keeps the box to give exactly 0 there. */
+	C = bt_aug_channels(rec);
+	for (c = 0; c < 3; c++) {
+		double m = nearbyint(p->mean[c]);
+		fill[c] = (uint8_t)(m < 0 ? 0 : m > 255 ? 255 : m);
+	}
+	erase_out(out, p->size, C, p->format, d->erase, NULL, fill);
+	if (col && p->defer_colour) {
+		memcpy(col->erase, d->erase, sizeof d->erase);
+		col->erase[4] = (int32_t)p->size;
+	}
+	return BT_OK;
+}
+
+static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *d,
+		       const struct bt_record *rec, void *out, struct bt_aug_colour *col,
+		       struct bt_aug_scratch *s)
 {
 	struct bt_image im = { 0 };
 	uint32_t width, height;

@@ -6,7 +6,12 @@
  * resized to size x size with the antialiasing bilinear filter; horizontal flip with
  * probability 0.5; brightness, contrast and saturation each scaled by a factor uniform in
  * [1 - jitter, 1 + jitter], in random order; PCA lighting noise alpha ~ N(0, lighting)
- * along the ImageNet eigenvectors; normalisation by mean and std.
+ * along the ImageNet eigenvectors; normalisation by mean and std. Optionally (not one of
+ * the paper's tricks; off by default) random erasing as torchvision's RandomErasing(p,
+ * scale, ratio, value=0) after Normalize: with probability erase, a box of area uniform
+ * in [erase_min_area, erase_max_area] of the output, aspect (height / width) log-uniform
+ * in [erase_min_aspect, erase_max_aspect], up to 10 tries (none fitting: no box), set to
+ * 0 in the normalised output, i.e. to the mean colour (rounded, for uint8 output).
  * Evaluation: resize the shorter side to round(size / crop_ratio) (or `resize`), keeping
  * the aspect ratio, then centre-crop size x size; normalisation.
  *
@@ -56,6 +61,9 @@ struct bt_aug_params {
 					* f32 and f16 tensors (already normalised) only converted */
 	int defer_colour;              /* BT_AUG_U8 only: leave out brightness, contrast,
 					* saturation and lighting (see bt_aug_apply_deferred) */
+	double erase;                  /* train: random-erasing probability; 0 (default) off */
+	double erase_min_area, erase_max_area;     /* 0.02, 0.33 of the output's area */
+	double erase_min_aspect, erase_max_aspect; /* 0.3, 3.3 (height / width) */
 };
 
 /* The random choices for one image, and the crop box they imply. */
@@ -66,6 +74,7 @@ struct bt_aug_draw {
 	float brightness, contrast, saturation; /* factors; 1 = unchanged */
 	int order[3];          /* order of the three colour ops: 0 brightness, 1 contrast, 2 saturation */
 	float alpha[3];        /* lighting */
+	int32_t erase[4];      /* random erasing: x, y, w, h in output pixels; w == 0: none */
 };
 
 /* The colour operations left to apply to a crop (defer_colour): the draw's, and the mean
@@ -77,6 +86,9 @@ struct bt_aug_colour {
 	float alpha[3];
 	int32_t pad_;
 	double mean[3];        /* 0..255; 0 when no colour operation reads it */
+	int32_t erase[5];      /* the draw's erased box x, y, w, h (w == 0: none) and the crop's
+				* size; the uint8 crop holds the mean colour there already */
+	int32_t pad2_;
 };
 
 /* One image's colour operations, lighting and normalisation as a per-pixel map of its
@@ -91,6 +103,8 @@ struct bt_aug_affine {
 	float b[3];
 	float mean[3], inv[3];
 	int32_t colour;
+	int32_t erase[5];      /* x, y, w, h, size: pixels of that box give +0 (normalised
+				* output) or keep their uint8 value (uint8 output); w == 0: none */
 };
 
 /* That formula for channel c of one pixel px (its C values), written once for the host
@@ -131,6 +145,18 @@ static inline BT_AUG_HD float bt_aug_affine_value(const struct bt_aug_affine *a,
 	return BT_AUG_ADD(v, a->b[c]);
 }
 
+/* Whether pixel k (its index in a size x size image, row-major) is in a's erased box. */
+static inline BT_AUG_HD int bt_aug_affine_erased(const struct bt_aug_affine *a, size_t k)
+{
+	if (a->erase[2] <= 0)
+		return 0;
+	{
+		size_t S = (size_t)a->erase[4], y = k / S, x = k - y * S;
+		return x >= (size_t)a->erase[0] && x < (size_t)(a->erase[0] + a->erase[2]) &&
+		       y >= (size_t)a->erase[1] && y < (size_t)(a->erase[1] + a->erase[3]);
+	}
+}
+
 /* The paper's values (train selects the transform). */
 void bt_aug_defaults(struct bt_aug_params *p, int train);
 
@@ -141,7 +167,7 @@ int bt_aug_check(const struct bt_aug_params *p);
 /* Draws the random choices for an image of width x height. In evaluation mode nothing
  * random is drawn and the box is the centre crop. Draws happen in a fixed order (crop,
  * flip, colour factors, colour order, lighting), whatever the options, so that turning one
- * option off does not change the others' draws. */
+ * option off does not change the others' draws; random erasing, when on, draws last. */
 void bt_aug_draw(const struct bt_aug_params *p, uint32_t width, uint32_t height, struct bt_rng *g,
 		 struct bt_aug_draw *d);
 

@@ -361,7 +361,7 @@ static int c_cast(void *ctx, const void *x, int xt, void *y, int yt, size_t n, f
  * of the loader's float32 output mixed on the host, which the tests check. */
 static int c_input_u8(void *ctx, int dtype, const struct bt_u8_batch *in, void *y)
 {
-	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 } };
+	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 }, { 0, 0, 0, 0, 0 }, 0 };
 	size_t per, total;
 	float *f;
 	int failed = 0;

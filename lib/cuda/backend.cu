@@ -1288,7 +1288,7 @@ out:
  * page-locked memory the copy is asynchronous): backend.h's input_u8 says for how long. */
 static int g_input_u8(void *ctx, int dtype, const struct bt_u8_batch *in, void *y)
 {
-	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 } };
+	static const struct bt_aug_colour neutral = { 1, 1, 1, { 0, 1, 2 }, { 0, 0, 0 }, 0, { 0, 0, 0 }, { 0, 0, 0, 0, 0 }, 0 };
 	struct bt_cuda *cu = (struct bt_cuda *)ctx;
 	struct stage *s;
 	size_t hw, bytes;

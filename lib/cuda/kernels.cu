@@ -567,7 +567,7 @@ cudaError_t bt_k_sgd(cudaStream_t s, float *w, const float *dw, float *v,
 /* One thread per output element: channel c of a pixel through its image's map
  * (bt_aug_affine_value, augment.h: lib/augment.c's normalisation, or its five-tap stencil
  * with the taps of other pixels as +0 products, summed left to right, each operation
- * rounded on its own), then mixup as bt_mixup_batch computes it. A pixel's bytes and its
+ * rounded on its own; +0 inside the image's random-erasing box), then mixup as bt_mixup_batch computes it. A pixel's bytes and its
  * image's map are read through the read-only cache (neighbouring threads share them). */
 template <typename T>
 __global__ void k_input_u8(const uint8_t *__restrict__ x, const struct bt_aug_affine *__restrict__ a,
@@ -577,10 +577,12 @@ __global__ void k_input_u8(const uint8_t *__restrict__ x, const struct bt_aug_af
 		size_t i = e / per, k = e - i * per;
 		int c = (int)(k % (size_t)C);
 		size_t px = k - (size_t)c;
-		float v = bt_aug_affine_value(a + i, x + i * per + px, c, C);
+		float v = bt_aug_affine_erased(a + i, px / (size_t)C)
+				  ? 0.0f : bt_aug_affine_value(a + i, x + i * per + px, c, C);
 		if (mix) {
 			size_t j = (size_t)n - 1 - i;
-			float w = bt_aug_affine_value(a + j, x + j * per + px, c, C);
+			float w = bt_aug_affine_erased(a + j, px / (size_t)C)
+					  ? 0.0f : bt_aug_affine_value(a + j, x + j * per + px, c, C);
 			v = __fadd_rn(__fmul_rn(lam, v), __fmul_rn(mu, w));
 		}
 		st(y + e, v);

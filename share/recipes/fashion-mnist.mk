@@ -37,6 +37,9 @@ MIN_ASPECT  ?= 0.75
 MAX_ASPECT  ?= 1.333333
 MEAN        ?= 72.94
 STD         ?= 90.02
+# random erasing (not one of the paper's tricks): the probability, 0 = off (the default, and
+# then no option at all, so that the runs made before it keep their recipe stamps)
+ERASE       ?= 0
 
 # Options are written --name=value: --label-smoothing takes an optional argument, which
 # getopt_long only sees attached, and the other options read the same way in both programs.
@@ -45,7 +48,8 @@ COMMON = --num-epochs=$(EPOCHS) --batch-size=$(BATCH) --lr=$(LR) --momentum=$(MO
 	--wd=$(WD) --no-wd --last-gamma --warmup-epochs=$(WARMUP) --warmup-lr=0 \
 	--input-size=$(INPUT_SIZE) --crop-ratio=$(CROP_RATIO) --min-area=$(MIN_AREA) \
 	--max-area=$(MAX_AREA) --min-aspect=$(MIN_ASPECT) --max-aspect=$(MAX_ASPECT) \
-	--jitter=0 --lighting=0 --mean=$(MEAN) --std=$(STD)
+	--jitter=0 --lighting=0 --mean=$(MEAN) --std=$(STD) \
+	$(if $(filter-out 0 0.0,$(ERASE)),--erase=$(ERASE))
 TRICKS = --lr-mode=cosine --label-smoothing=$(SMOOTHING) \
 	--mixup --mixup-alpha=$(MIXUP_ALPHA) --mixup-off-epoch=$(MIXUP_OFF)
 RECIPE = $(COMMON) $(TRICKS)

@@ -30,7 +30,9 @@ The recipe, as bt-train does it:
            ratio=(min_aspect, max_aspect), bilinear) on PIL 'L' images, RandomHorizontalFlip
            (unless --no-flip), pixels as floats 0..255, (x - mean) / std. No colour jitter
            or lighting: they do nothing to greyscale in bt either, and non-zero values are
-           refused here rather than silently ignored.
+           refused here rather than silently ignored. --erase P: torchvision
+           RandomErasing(P, scale=(erase_min_area, erase_max_area), ratio=(erase_min_aspect,
+           erase_max_aspect), value=0) on each normalised image.
   eval     Resize(round(input_size / crop_ratio)) (PIL bilinear; skipped at crop ratio 1)
            then CenterCrop(input_size), normalised; the 10,000 test images after every
            epoch, batch norm with its running statistics (run in NCHW: faster there).
@@ -247,6 +249,11 @@ def parse_args(argv):
     add("--min-aspect", type=float, default=0.75)
     add("--max-aspect", type=float, default=4 / 3)
     add("--no-flip", action="store_true")
+    add("--erase", type=float, default=0.0, help="random-erasing probability")
+    add("--erase-min-area", type=float, default=0.02)
+    add("--erase-max-area", type=float, default=0.33)
+    add("--erase-min-aspect", type=float, default=0.3)
+    add("--erase-max-aspect", type=float, default=3.3)
     add("--jitter", type=float, default=0.0, help="must be 0 (greyscale)")
     add("--lighting", type=float, default=0.0, help="must be 0 (greyscale)")
     add("--mean", type=floats, default=[72.94])
@@ -266,6 +273,9 @@ def parse_args(argv):
         bad = "crop area must satisfy 0 < min <= max <= 1, aspect 0 < min <= max"
     elif not 0 < a.crop_ratio <= 1:
         bad = "--crop-ratio must be in (0, 1]"
+    elif not 0 <= a.erase <= 1 or not 0 < a.erase_min_area <= a.erase_max_area <= 1 \
+            or not 0 < a.erase_min_aspect <= a.erase_max_aspect:
+        bad = "--erase must be in [0, 1], its area 0 < min <= max <= 1, aspect 0 < min <= max"
     elif a.jitter != 0 or a.lighting != 0:
         bad = "--jitter and --lighting must be 0: Fashion-MNIST is greyscale"
     elif a.mixup and a.mixup_alpha <= 0:
@@ -335,6 +345,9 @@ def main(argv):
                                ratio=(a.min_aspect, a.max_aspect),
                                interpolation=T.InterpolationMode.BILINEAR)
     flip = T.RandomHorizontalFlip(0.0 if a.no_flip else 0.5)
+    erase = T.RandomErasing(a.erase, scale=(a.erase_min_area, a.erase_max_area),
+                            ratio=(a.erase_min_aspect, a.erase_max_aspect), value=0) \
+        if a.erase > 0 else None
     order_rng = torch.Generator().manual_seed(a.seed)
     mix_rng = np.random.RandomState(a.seed)
     xte_t, yte_t = eval_tensor(xte, a), torch.from_numpy(yte)
@@ -357,6 +370,8 @@ def main(argv):
             imgs = np.stack([np.asarray(flip(crop(Image.fromarray(xtr[i], "L"))))
                              for i in idx.tolist()])
             x = (torch.from_numpy(imgs).float().unsqueeze(1) - a.mean) / a.std
+            if erase is not None:
+                x = torch.stack([erase(img) for img in x])
             y = ytr_t[idx]
             q = soft_targets(y, a.label_smoothing)
             lam = 1.0

@@ -76,6 +76,41 @@ values() {
 	EOF
 }
 
+@test "--erase P: a box of the mean colour (0 once normalised), the rest of the image as without it" {
+	for e in 0 1; do
+		bt-aug -q --erase $e --input-size 32 --mean 10,20,30 --limit 2 -o u$e.btr "$FIX/train.btr"
+		bt-aug -q --erase $e --input-size 32 --format f32 --limit 2 -o f$e.btr "$FIX/train.btr"
+		values u$e.btr 1 > u$e.txt
+		values f$e.btr 1 > f$e.txt
+	done
+	/usr/bin/python3 - <<-'EOF'
+	S = 32
+	u0, u1 = ([int(float(x)) for x in open(n).read().split()] for n in ("u0.txt", "u1.txt"))
+	f0, f1 = ([float(x) for x in open(n).read().split()] for n in ("f0.txt", "f1.txt"))
+	diff = [k // 3 for k in range(S * S * 3) if u0[k] != u1[k] or f0[k] != f1[k]]
+	assert diff, "nothing erased"
+	ys, xs = [p // S for p in diff], [p % S for p in diff]
+	y0, y1, x0, x1 = min(ys), max(ys), min(xs), max(xs)
+	area = (y1 - y0 + 1) * (x1 - x0 + 1) / (S * S)
+	assert 0.015 <= area <= 0.4, area
+	for y in range(y0, y1 + 1):
+	    for x in range(x0, x1 + 1):
+	        k = 3 * (y * S + x)
+	        assert u1[k:k + 3] == [10, 20, 30], (y, x, u1[k:k + 3])
+	        assert f1[k:k + 3] == [0.0, 0.0, 0.0], (y, x, f1[k:k + 3])
+	EOF
+	# evaluation never erases
+	bt-aug -q --mode eval --erase 1 --input-size 32 -o ev1.btr "$FIX/train.btr"
+	bt-aug -q --mode eval --input-size 32 -o ev0.btr "$FIX/train.btr"
+	cmp ev0.btr ev1.btr
+	run bt-aug --erase 1.5 -o x.btr "$FIX/train.btr"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--erase"* ]]
+	run bt-aug --erase 0.5 --erase-min-area 0.5 --erase-max-area 0.2 -o x.btr "$FIX/train.btr"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"erasing area range"* ]]
+}
+
 @test "-j 1 and -j 2 write identical bytes" {
 	bt-aug -q -j 1 --format f32 -o one.btr "$FIX/train.btr"
 	bt-aug -q -j 2 --format f32 -o two.btr "$FIX/train.btr"

@@ -341,8 +341,8 @@ print("ok")'
 
 @test "BT_INPUT_U8=1 (the GPU's data path, run on the CPU): the same weights, metrics and bt-eval logits" {
 	fashion
-	# jitter and lighting on: the colour stage is what moves to the device
-	local colour="--jitter 0.4 --lighting 0.1"
+	# jitter, lighting and erasing on: the colour stage is what moves to the device
+	local colour="--jitter 0.4 --lighting 0.1 --erase 0.5"
 	run bt-train $RECIPE $colour --num-epochs 2 -o f32 -q
 	[ "$status" -eq 0 ]
 	BT_INPUT_U8=1 run bt-train $RECIPE $colour --num-epochs 2 -o u8 -q

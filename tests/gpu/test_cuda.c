@@ -1600,7 +1600,7 @@ TEST(profile_on_cuda)
 
 /* ---- the input from uint8 crops -------------------------------------------------------- */
 
-/* n crops of S x S x C from training draws (colour, lighting) of noisy gradients, in host
+/* n crops of S x S x C from training draws (colour, lighting, erasing) of noisy gradients, in host
  * memory from alloc_host (page-locked when pinned), with their colour parameters. */
 struct u8case {
 	int n, C, S, pinned;
@@ -1627,6 +1627,7 @@ static int u8case_make(struct u8case *u, int n, int C, int S, uint64_t seed, int
 	p.defer_colour = 1;
 	p.mean[2] = 90.5f;
 	p.std[1] = 50.25f;
+	p.erase = 0.75; /* most crops with an erased box, which the kernel must give +0 */
 	memcpy(u->mean, p.mean, sizeof u->mean);
 	memcpy(u->std, p.std, sizeof u->std);
 	u->x = pinned ? gpu.i->host_alloc(gpu.ctx, u->per * n) : malloc(u->per * n);

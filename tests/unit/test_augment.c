@@ -1453,12 +1453,142 @@ TEST(test_identity_stream)
 	CHECK_EQ(bt_aug_apply(&p, &d, &r, out, NULL), BT_ERR_UNSUPPORTED);
 }
 
+/* Random erasing's draws: torchvision's RandomErasing.get_params on the output square. */
+TEST(test_erase_draw)
+{
+	enum { N = 10000 };
+	const double S = 32;
+	struct bt_aug_params p, q;
+	struct bt_aug_draw a, b;
+	struct bt_rng g1, g2;
+	double sa = 0, su = 0;
+	int boxes = 0, i;
+
+	bt_aug_defaults(&p, 1);
+	p.size = (uint32_t)S;
+	p.erase = 0.5;
+	q = p;
+	q.erase = 0;
+	for (i = 0; i < N; i++) {
+		double area, aspect;
+		bt_rng_seed(&g1, (uint64_t)i);
+		bt_rng_seed(&g2, (uint64_t)i);
+		bt_aug_draw(&p, 300, 200, &g1, &a);
+		bt_aug_draw(&q, 300, 200, &g2, &b);
+		/* Drawn last: everything before it as without erasing. */
+		CHECK(a.x == b.x && a.y == b.y && a.w == b.w && a.h == b.h && a.flip == b.flip);
+		CHECK(a.brightness == b.brightness && a.alpha[2] == b.alpha[2]);
+		CHECK(b.erase[0] == 0 && b.erase[1] == 0 && b.erase[2] == 0 && b.erase[3] == 0);
+		if (a.erase[2] == 0) {
+			CHECK(a.erase[3] == 0);
+			continue;
+		}
+		boxes++;
+		CHECK(a.erase[0] >= 0 && a.erase[1] >= 0 && a.erase[2] > 0 && a.erase[3] > 0);
+		CHECK(a.erase[2] < S && a.erase[3] < S);
+		CHECK(a.erase[0] + a.erase[2] <= S && a.erase[1] + a.erase[3] <= S);
+		/* Area and aspect (h / w) in range up to the rounding of each side. */
+		area = (double)a.erase[2] * a.erase[3] / (S * S);
+		aspect = (double)a.erase[3] / a.erase[2];
+		CHECK(area >= 0.02 * (1 - 0.5 / a.erase[2]) * (1 - 0.5 / a.erase[3]) - 1e-9);
+		CHECK(area <= 0.33 * (1 + 0.5 / a.erase[2]) * (1 + 0.5 / a.erase[3]) + 1e-9);
+		CHECK(aspect >= 0.3 * (1 - 0.5 / a.erase[3]) / (1 + 0.5 / a.erase[2]) - 1e-9);
+		CHECK(aspect <= 3.3 * (1 + 0.5 / a.erase[3]) / (1 - 0.5 / a.erase[2]) + 1e-9);
+		sa += area;
+		su += log(aspect);
+	}
+	/* Half the images (a box nearly always fits within 10 tries); areas centred near
+	 * (0.02 + 0.33) / 2, less the large thin boxes that do not fit; log aspects near 0. */
+	CHECK(boxes > N / 2 - 300 && boxes < N / 2 + 300);
+	if (fabs(sa / boxes - 0.17) > 0.015 || fabs(su / boxes) > 0.04)
+		fprintf(stderr, "erase: mean area %.4f, mean log aspect %.4f\n", sa / boxes, su / boxes);
+	CHECK(fabs(sa / boxes - 0.17) < 0.015);
+	CHECK(fabs(su / boxes) < 0.04);
+	/* Evaluation never erases. */
+	bt_aug_defaults(&q, 0);
+	q.erase = 1;
+	bt_rng_seed(&g1, 3);
+	bt_aug_draw(&q, 300, 200, &g1, &a);
+	CHECK(a.erase[2] == 0);
+	/* Ranges are checked. */
+	q = p;
+	CHECK_EQ(bt_aug_check(&q), BT_OK);
+	q.erase = 1.5;
+	CHECK_EQ(bt_aug_check(&q), BT_ERR_INVALID);
+	q = p;
+	q.erase_min_area = 0.5;
+	q.erase_max_area = 0.4;
+	CHECK_EQ(bt_aug_check(&q), BT_ERR_INVALID);
+	q = p;
+	q.erase_min_aspect = 0;
+	CHECK_EQ(bt_aug_check(&q), BT_ERR_INVALID);
+}
+
+/* The erased box: +0 in float32 and float16, the rounded mean colour in uint8, and the
+ * rest of the image exactly as without it. */
+TEST(test_erase_apply)
+{
+	const uint32_t W = 40, H = 30, S = 16;
+	uint8_t *px = noise((size_t)W * H * 3, 5);
+	struct bt_record r = raw_record(px, W, H, 3);
+	struct bt_aug_params p;
+	struct bt_aug_draw d, d0;
+	struct bt_rng g;
+	float f[16 * 16 * 3], f0[16 * 16 * 3];
+	uint16_t h[16 * 16 * 3], h0[16 * 16 * 3];
+	uint8_t u[16 * 16 * 3], u0[16 * 16 * 3];
+	struct bt_aug_scratch *sc = bt_aug_scratch_new();
+	int seed, inside = 0;
+
+	bt_aug_defaults(&p, 1);
+	p.size = S;
+	p.erase = 1;
+	p.mean[0] = 0.4f;   /* rounds to 0 */
+	p.mean[1] = 300.0f; /* clamps to 255 */
+	p.mean[2] = 99.5f;  /* rounds to even, 100 */
+	for (seed = 0; seed < 20; seed++) {
+		bt_rng_seed(&g, (uint64_t)seed);
+		bt_aug_draw(&p, W, H, &g, &d);
+		CHECK(d.erase[2] > 0); /* at 16x16 a box always fits within 10 tries here */
+		d0 = d;
+		memset(d0.erase, 0, sizeof d0.erase);
+		p.format = BT_AUG_F32;
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, f, sc), BT_OK);
+		CHECK_EQ(bt_aug_apply(&p, &d0, &r, f0, sc), BT_OK);
+		p.format = BT_AUG_F16;
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, h, sc), BT_OK);
+		CHECK_EQ(bt_aug_apply(&p, &d0, &r, h0, sc), BT_OK);
+		p.format = BT_AUG_U8;
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, u, sc), BT_OK);
+		CHECK_EQ(bt_aug_apply(&p, &d0, &r, u0, sc), BT_OK);
+		for (uint32_t y = 0; y < S; y++)
+			for (uint32_t x = 0; x < S; x++)
+				for (int c = 0; c < 3; c++) {
+					size_t k = ((size_t)y * S + x) * 3 + (size_t)c;
+					int in = (int)x >= d.erase[0] && (int)x < d.erase[0] + d.erase[2] &&
+						 (int)y >= d.erase[1] && (int)y < d.erase[1] + d.erase[3];
+					static const uint8_t fill[3] = { 0, 255, 100 };
+					uint32_t bits;
+					memcpy(&bits, &f[k], 4);
+					inside += in;
+					CHECK(in ? bits == 0 : memcmp(&f[k], &f0[k], 4) == 0);
+					CHECK(in ? h[k] == 0 : h[k] == h0[k]);
+					CHECK(in ? u[k] == fill[c] : u[k] == u0[k]);
+				}
+	}
+	CHECK(inside > 0);
+	bt_aug_scratch_free(sc);
+	free(px);
+}
+
 int main(void)
 {
 	RUN(test_defaults_check);
 	RUN(test_draw_stats);
 	RUN(test_draw_options);
 	RUN(test_draw_fallback);
+	RUN(test_erase_draw);
+	RUN(test_erase_apply);
 	RUN(test_draw_eval);
 	RUN(test_identity);
 	RUN(test_flip);

@@ -68,6 +68,7 @@ static int batch_make(struct batch *b, int n, int C, int train, uint64_t seed)
 	b->p.format = BT_AUG_F32;
 	b->p.mean[1] = 99.5f;
 	b->p.std[0] = 61.25f;
+	b->p.erase = train ? 0.75 : 0; /* most training images with an erased box */
 	pd = b->p;
 	pd.format = BT_AUG_U8;
 	pd.defer_colour = 1;
@@ -190,7 +191,7 @@ TEST(slot_matches_augment_eval)
 }
 
 /* The CUDA kernel's arithmetic on the host: element e of image i is
- * bt_aug_affine_value of its pixel, mixed as lam v_i + (1 - lam) v_(n-1-i). */
+ * bt_aug_affine_value of its pixel (+0 in the image's erased box), mixed as lam v_i + (1 - lam) v_(n-1-i). */
 static int kernel_formula_matches(const struct batch *b, int mix, float lam)
 {
 	size_t total = b->per * (size_t)b->n;
@@ -209,9 +210,12 @@ static int kernel_formula_matches(const struct batch *b, int mix, float lam)
 	for (size_t e = 0; e < total; e++) {
 		size_t i = e / b->per, k = e - i * b->per, j = (size_t)b->n - 1 - i;
 		int c = (int)(k % (size_t)b->C);
-		float v = bt_aug_affine_value(&a[i], b->crops + i * b->per + k - (size_t)c, c, b->C);
+		size_t px = (k - (size_t)c) / (size_t)b->C;
+		float v = bt_aug_affine_erased(&a[i], px)
+				  ? 0.0f : bt_aug_affine_value(&a[i], b->crops + i * b->per + k - (size_t)c, c, b->C);
 		if (mix) {
-			float w = bt_aug_affine_value(&a[j], b->crops + j * b->per + k - (size_t)c, c, b->C);
+			float w = bt_aug_affine_erased(&a[j], px)
+					  ? 0.0f : bt_aug_affine_value(&a[j], b->crops + j * b->per + k - (size_t)c, c, b->C);
 			v = lam * v + mu * w;
 		}
 		differ += memcmp(&v, &y[e], sizeof v) != 0;
