@@ -17,6 +17,7 @@
 #   train u8    bt-aug -q -j 1 --mode train --format u8    the train transform with PILToTensor
 #                                                          instead of ToTensor + Normalize
 #   train f32 -j 2   bt-aug -q -j 2 ... (scaling only; torchvision is not run with workers)
+#   train u8 -j 2    the same for u8, bt-aug's default format (scaling shown, no verdict)
 #
 # torchvision runs through tests/bench/aug_torchvision.py under /usr/bin/python3:
 # torch.set_num_threads(1), no DataLoader, the dataset indexed once per run (PIL
@@ -121,7 +122,7 @@ done
 # --- timing -----------------------------------------------------------------------
 # job names: "bt <config>" / "tv <config>"; "bt train f32 -> file" is the sink check.
 JOBS=("bt train f32" "tv train f32" "bt eval f32" "tv eval f32"
-      "bt train u8" "tv train u8" "bt train f32 -j 2" "bt train f32 -> file")
+      "bt train u8" "tv train u8" "bt train f32 -j 2" "bt train u8 -j 2" "bt train f32 -> file")
 declare -A BEST PAIRED
 
 now() { date +%s.%N; }
@@ -140,6 +141,7 @@ runone() { # $1 = job name; prints the seconds taken, or returns non-zero
 	"bt eval f32")       t0=$(now); btpipe -j 1 --mode eval --format f32 || rc=$?; t1=$(now) ;;
 	"bt train u8")       t0=$(now); btpipe -j 1 --mode train --format u8 || rc=$?; t1=$(now) ;;
 	"bt train f32 -j 2") t0=$(now); btpipe -j 2 --mode train --format f32 || rc=$?; t1=$(now) ;;
+	"bt train u8 -j 2")  t0=$(now); btpipe -j 2 --mode train --format u8 || rc=$?; t1=$(now) ;;
 	"bt train f32 -> file")
 		rm -f -- "$BTOUT"
 		t0=$(now)
@@ -209,6 +211,8 @@ for c in "train f32" "eval f32" "train u8"; do
 done
 J2IPS=$(ips "${BEST[bt train f32 -j 2]}")
 SCALE=$(ratio "$J2IPS" "${BTIPS[train f32]}")
+J2U8IPS=$(ips "${BEST[bt train u8 -j 2]}")
+SCALEU8=$(ratio "$J2U8IPS" "${BTIPS[train u8]}")
 FILEIPS=$(ips "${BEST[bt train f32 -> file]}")
 
 declare -A PMED
@@ -218,6 +222,7 @@ printf "%-16s %14s %20s %18s %8s  %s\n" "train f32" "${BTIPS[train f32]}" "${TVI
 printf "%-16s %14s %20s %18s %8s  %s\n" "eval f32" "${BTIPS[eval f32]}" "${TVIPS[eval f32]}" "${RATIO[eval f32]}" "${PMED[eval f32]}" ">= 3.0: $(verdict "${RATIO[eval f32]}" 3.0)"
 printf "%-16s %14s %20s %18s %8s  %s\n" "train u8" "${BTIPS[train u8]}" "${TVIPS[train u8]}" "${RATIO[train u8]}" "${PMED[train u8]}" "(none)"
 printf "%-16s %14s %20s %18s %8s  %s\n" "train f32 -j 2" "$J2IPS" "-" "-j2/-j1 $SCALE" "-" ">= 1.8: $(verdict "$SCALE" 1.8)"
+printf "%-16s %14s %20s %18s %8s  %s\n" "train u8 -j 2" "$J2U8IPS" "-" "-j2/-j1 $SCALEU8" "-" "(u8, the default format: 4x fewer bytes for the consumer)"
 echo "(images/s = $NIMG / best seconds; bt: -j 1 unless stated, whole process, output piped to"
 echo " cat > /dev/null; torchvision: 1 thread, loop only, tensors dropped, no PCA lighting;"
 echo " paired: the median over the rounds of each round's own torchvision/bt time ratio, which"
@@ -252,6 +257,8 @@ for c in "train f32" "eval f32" "train u8"; do
 done
 printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$DATE" "$machine" "$cmdtxt" "train f32, bt -j 2" \
 	"$J2IPS" "-" "-j 2 / -j 1: $SCALE"
+printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$DATE" "$machine" "$cmdtxt" "train u8, bt -j 2" \
+	"$J2U8IPS" "-" "-j 2 / -j 1: $SCALEU8"
 
 [ $okinfo = 1 ] || { echo "aug.sh: $BTOUT does not hold $NIMG f32 records" >&2; exit 1; }
 exit 0
