@@ -18,6 +18,9 @@
 #                                                          instead of ToTensor + Normalize
 #   train f32 -j 2   bt-aug -q -j 2 ... (scaling only; torchvision is not run with workers)
 #   train u8 -j 2    the same for u8, bt-aug's default format (scaling shown, no verdict)
+#   machine ceiling  an awk loop alone, then two at once: the throughput two CPUs give
+#                    two independent one-thread processes here (a VM's second CPU may be
+#                    worth less than its first), the bound on any -j 2 / -j 1
 #
 # torchvision runs through tests/bench/aug_torchvision.py under /usr/bin/python3:
 # torch.set_num_threads(1), no DataLoader, the dataset indexed once per run (PIL
@@ -122,7 +125,8 @@ done
 # --- timing -----------------------------------------------------------------------
 # job names: "bt <config>" / "tv <config>"; "bt train f32 -> file" is the sink check.
 JOBS=("bt train f32" "tv train f32" "bt eval f32" "tv eval f32"
-      "bt train u8" "tv train u8" "bt train f32 -j 2" "bt train u8 -j 2" "bt train f32 -> file")
+      "bt train u8" "tv train u8" "bt train f32 -j 2" "bt train u8 -j 2" "bt train f32 -> file"
+      "loop x1" "loop x2")
 declare -A BEST PAIRED
 
 now() { date +%s.%N; }
@@ -134,6 +138,8 @@ btpipe() { # bt-aug args...: run into a pipe to cat > /dev/null; fails if either
 	[ "${st[0]}" -eq 0 ] && [ "${st[1]}" -eq 0 ]
 }
 
+cpuloop() { awk 'BEGIN { for (i = 0; i < 3e7; i++) s += i * i; exit (s < 0) }'; }
+
 runone() { # $1 = job name; prints the seconds taken, or returns non-zero
 	local t0 t1 out rc=0
 	case $1 in
@@ -142,6 +148,9 @@ runone() { # $1 = job name; prints the seconds taken, or returns non-zero
 	"bt train u8")       t0=$(now); btpipe -j 1 --mode train --format u8 || rc=$?; t1=$(now) ;;
 	"bt train f32 -j 2") t0=$(now); btpipe -j 2 --mode train --format f32 || rc=$?; t1=$(now) ;;
 	"bt train u8 -j 2")  t0=$(now); btpipe -j 2 --mode train --format u8 || rc=$?; t1=$(now) ;;
+	# the machine's own ceiling for -j 2: one CPU-bound one-thread loop, then two at once
+	"loop x1") t0=$(now); cpuloop || rc=$?; t1=$(now) ;;
+	"loop x2") t0=$(now); { cpuloop & cpuloop; wait $! || rc=$?; } || rc=$?; t1=$(now) ;;
 	"bt train f32 -> file")
 		rm -f -- "$BTOUT"
 		t0=$(now)
@@ -213,6 +222,7 @@ J2IPS=$(ips "${BEST[bt train f32 -j 2]}")
 SCALE=$(ratio "$J2IPS" "${BTIPS[train f32]}")
 J2U8IPS=$(ips "${BEST[bt train u8 -j 2]}")
 SCALEU8=$(ratio "$J2U8IPS" "${BTIPS[train u8]}")
+CEIL=$(awk -v a="${BEST[loop x1]}" -v b="${BEST[loop x2]}" 'BEGIN {printf "%.2f", 2 * a / b}')
 FILEIPS=$(ips "${BEST[bt train f32 -> file]}")
 
 declare -A PMED
@@ -223,6 +233,7 @@ printf "%-16s %14s %20s %18s %8s  %s\n" "eval f32" "${BTIPS[eval f32]}" "${TVIPS
 printf "%-16s %14s %20s %18s %8s  %s\n" "train u8" "${BTIPS[train u8]}" "${TVIPS[train u8]}" "${RATIO[train u8]}" "${PMED[train u8]}" "(none)"
 printf "%-16s %14s %20s %18s %8s  %s\n" "train f32 -j 2" "$J2IPS" "-" "-j2/-j1 $SCALE" "-" ">= 1.8: $(verdict "$SCALE" 1.8)"
 printf "%-16s %14s %20s %18s %8s  %s\n" "train u8 -j 2" "$J2U8IPS" "-" "-j2/-j1 $SCALEU8" "-" "(u8, the default format: 4x fewer bytes for the consumer)"
+printf "%-16s %14s %20s %18s %8s  %s\n" "machine ceiling" "-" "-" "x2/x1 $CEIL" "-" "(two one-thread CPU loops at once against one: what 2 CPUs give here)"
 echo "(images/s = $NIMG / best seconds; bt: -j 1 unless stated, whole process, output piped to"
 echo " cat > /dev/null; torchvision: 1 thread, loop only, tensors dropped, no PCA lighting;"
 echo " paired: the median over the rounds of each round's own torchvision/bt time ratio, which"
