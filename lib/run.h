@@ -71,6 +71,10 @@ int bt_run_forward_u8(struct bt_run *r, const struct bt_u8_batch *in, int train,
  * after it and the residual addition (and its ReLU) it feeds, as post-operations; on by
  * default. Off gives the unfused computation, for tests. */
 void bt_run_fuse(struct bt_run *r, int on);
+/* Inference passes keep outputs in buffers shared by lifetime (the default, on): each
+ * output lives in the most recently freed node buffer it fits, so the pass stays in
+ * cache; off: each node's own buffer, as a training pass. The logits are the same bits. */
+void bt_run_share_inference(struct bt_run *r, int on);
 /* How many nodes a fused inference pass leaves out: batch norms folded, ReLUs and
  * additions done by convolutions. */
 int bt_run_fused_nodes(const struct bt_run *r);

@@ -378,6 +378,63 @@ TEST(fused_inference_matches_on_zoo_models)
 	}
 }
 
+/* Inference in buffers shared by lifetime gives the very logits of inference in each
+ * node's own buffer, fused and unfused, on models with residual additions, downsampling
+ * shortcuts, depthwise convolutions and concatenations; a training pass after it is the
+ * same as after an unshared one. */
+TEST(shared_inference_same_bits)
+{
+	static const struct { const char *name; int size; } m[] = {
+		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "resnet18_v1d", 32 },
+		{ "mobilenet0.25", 32 }, { "inceptionv3", 75 },
+	};
+	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
+		struct bt_graph g;
+		struct bt_run *r;
+		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
+		float *x = malloc(nx * sizeof *x), own[14], train1[14];
+		CHECK(x != NULL);
+		bt_model_defaults(m[k].name, &o);
+		o.input_size = m[k].size;
+		bt_graph_init(&g);
+		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
+		bt_run_init_params(r, 7, 0);
+		fill(x, nx, 8, 1.0f);
+		for (int s = 0; s < 3; s++) /* running statistics away from 0 and 1 */
+			CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		for (int fuse = 0; fuse < 2; fuse++) {
+			bt_run_fuse(r, fuse);
+			bt_run_share_inference(r, 0);
+			CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+			memcpy(own, bt_run_logits(r), sizeof own);
+			bt_run_share_inference(r, 1);
+			for (size_t i = 0; i < nx; i++) /* other values through every buffer first */
+				x[i] = -x[i];
+			CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+			for (size_t i = 0; i < nx; i++)
+				x[i] = -x[i];
+			CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+			for (int i = 0; i < 14; i++)
+				CHECK(isfinite(own[i]));
+			CHECK(memcmp(bt_run_logits(r), own, sizeof own) == 0);
+		}
+		bt_run_share_inference(r, 0);
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		memcpy(train1, bt_run_logits(r), sizeof train1);
+		bt_run_share_inference(r, 1);
+		CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+		CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		CHECK(memcmp(bt_run_logits(r), train1, sizeof train1) == 0);
+		fprintf(stderr, "  %s: shared inference buffers, same logits fused and unfused\n", m[k].name);
+		bt_run_free(r);
+		bt_graph_free(&g);
+		free(x);
+	}
+}
+
 /* bt_run_bytes is what bt_run_new allocates: a backend that forwards to the CPU's and sums
  * what it hands out gives the same count; bt_run_batch_fitting finds the exact edge. */
 static struct bt_backend_i counted_i;
@@ -574,6 +631,7 @@ int main(void)
 	RUN(dropout_train_and_eval);
 	RUN(folded_inference_matches);
 	RUN(fused_inference_matches_on_zoo_models);
+	RUN(shared_inference_same_bits);
 	RUN(memory_estimate);
 	RUN(input_reuse);
 	RUN(fused_training_matches);
