@@ -390,7 +390,7 @@ static int evaluate(const struct opts *o)
 	}
 	if ((st = bt_backend_open(&be, o->device, o->threads)) < 0)
 		goto fail;
-	if ((st = bt_run_new(&r, &g, &be, o->batch)) < 0)
+	if ((st = bt_run_new_inference(&r, &g, &be, o->batch, BT_DTYPE_F32)) < 0)
 		goto fail;
 	if ((st = be.i->upload(be.ctx, bt_run_params(r), host, g.nfloats * sizeof *host)) < 0)
 		goto fail;

@@ -95,6 +95,8 @@ struct bt_run {
 	int *infer_buf[2];      /* (nnodes) inference, unfused and fused (plan_inference): whose
 				 * own buffer holds the node's output in the pass; -1 if none */
 	int share_infer;        /* inference passes use infer_buf (bt_run_share_inference) */
+	int infer_only;         /* made by bt_run_new_inference: no training state, and only the
+				 * output buffers plan_inference needs */
 };
 
 static double now_s(void)
@@ -170,7 +172,10 @@ void bt_run_free(struct bt_run *r)
 	if (!r)
 		return;
 	for (int i = 0; r->nb && i < r->g->nnodes; i++) {
-		if (!r->nb[i].y_alias)
+		/* own_y, once made, says which buffers are whose (an inference pass borrows) */
+		if (r->own_y)
+			xfree(r, r->own_y[i]);
+		else if (!r->nb[i].y_alias)
 			xfree(r, r->nb[i].y);
 		xfree(r, r->nb[i].save_mean);
 		xfree(r, r->nb[i].save_invstd);
@@ -565,6 +570,7 @@ static int plan_inference(struct bt_run *r, int fused, int *use)
 		st = bt_error(BT_ERR_NOMEM, "out of memory planning inference buffers");
 		goto out;
 	}
+
 	for (int i = 0; i < N; i++) {
 		owner[i] = i;
 		first[i] = last[i] = use[i] = -1;
@@ -591,6 +597,12 @@ static int plan_inference(struct bt_run *r, int fused, int *use)
 	}
 #undef TOUCH
 	last[owner[g->output]] = N; /* read after the pass */
+	/* An inference-only run has no buffer until a plan needs one: what an earlier plan
+	 * (the other fuse mode) made is free to this one from the start. */
+	if (r->infer_only)
+		for (int i = 0; i < N; i++)
+			if (r->own_y[i] && i != g->input && i != owner[g->output])
+				freed[nfreed++] = i;
 	for (int t = 0; t < N; t++) {
 		for (int o = 0; o < N; o++) {
 			size_t need = node_elems(g, o, r->batch);
@@ -598,7 +610,12 @@ static int plan_inference(struct bt_run *r, int fused, int *use)
 			if (first[o] != t)
 				continue;
 			use[o] = o;
-			if (o == g->input || o == owner[g->output] || !r->own_y[o])
+			if (r->infer_only && !r->own_y[o] && (o == g->input || o == owner[g->output]) &&
+			    !(r->own_y[o] = r->nb[o].y = xalloc(r, need * r->esize))) {
+				st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d", r->batch);
+				goto out;
+			}
+			if (o == g->input || o == owner[g->output] || (!r->infer_only && !r->own_y[o]))
 				continue;
 			for (k = nfreed - 1; k >= 0; k--)
 				if (node_elems(g, freed[k], r->batch) >= need)
@@ -607,11 +624,14 @@ static int plan_inference(struct bt_run *r, int fused, int *use)
 				use[o] = freed[k];
 				memmove(freed + k, freed + k + 1, (size_t)(nfreed - k - 1) * sizeof *freed);
 				nfreed--;
+			} else if (!r->own_y[o] && !(r->own_y[o] = r->nb[o].y = xalloc(r, need * r->esize))) {
+				st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d", r->batch);
+				goto out;
 			}
 		}
 		for (int o = 0; o < N; o++)
 			if (last[o] == t && first[o] >= 0 && o != g->input && o != owner[g->output] &&
-			    r->own_y[o])
+			    use[o] >= 0 && r->own_y[use[o]])
 				freed[nfreed++] = use[o];
 	}
 	/* An alias's output is its root's: forward() sets it from there on every pass. */
@@ -632,7 +652,7 @@ int bt_run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend 
 }
 
 static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
-		   int dtype)
+		   int dtype, int infer_only)
 {
 	struct bt_run *r;
 	size_t maxel = 0, K = g->status == BT_OK && g->output >= 0 ? (size_t)g->nodes[g->output].out.c : 0;
@@ -654,31 +674,34 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	r->batch = batch;
 	r->dtype = dtype;
 	r->esize = bt_dtype_size(dtype);
+	r->infer_only = infer_only;
 	bt_loss_scaler_init(&r->scaler, dtype);
 	r->params = xalloc(r, g->nfloats * sizeof(float));
-	r->grads = xalloc(r, g->nfloats * sizeof(float));
-	r->mom = xalloc(r, g->nfloats * sizeof(float));
+	if (!infer_only) {
+		r->grads = xalloc(r, g->nfloats * sizeof(float));
+		r->mom = xalloc(r, g->nfloats * sizeof(float));
+		r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
+		r->soft = xalloc(r, (size_t)batch * K * sizeof(float));
+	}
 	r->wh = half ? xalloc(r, g->nfloats * r->esize) : NULL;
-	r->labels = xalloc(r, (size_t)batch * sizeof(int32_t));
-	r->soft = xalloc(r, (size_t)batch * K * sizeof(float));
 	r->nb = calloc((size_t)g->nnodes, sizeof *r->nb);
 	r->ranges[0] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[0]);
 	r->ranges[1] = malloc(((size_t)g->nparams + 1) * sizeof *r->ranges[1]);
 	r->act_bytes = 0; /* count activations only */
-	if (!r->params || !r->grads || !r->mom || (half && !r->wh) || !r->labels || !r->soft || !r->nb ||
-	    !r->ranges[0] || !r->ranges[1])
+	if (!r->params || (!infer_only && (!r->grads || !r->mom || !r->labels || !r->soft)) ||
+	    (half && !r->wh) || !r->nb || !r->ranges[0] || !r->ranges[1])
 		goto nomem;
 	if (half) {
 		const struct bt_shape *in = &g->nodes[g->input].out;
 		if (!(r->in32 = xalloc(r, (size_t)batch * in->h * in->w * in->c * sizeof(float))) ||
 		    !(r->logits32 = xalloc(r, (size_t)batch * K * sizeof(float))) ||
-		    !(r->dlogits32 = xalloc(r, (size_t)batch * K * sizeof(float))))
+		    (!infer_only && !(r->dlogits32 = xalloc(r, (size_t)batch * K * sizeof(float)))))
 			goto nomem;
 	}
 	r->wh_stale = 1;
 	if ((st = be->i->zero(be->ctx, r->params, g->nfloats * sizeof(float))) < 0 ||
-	    (st = be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float))) < 0 ||
-	    (st = be->i->zero(be->ctx, r->mom, g->nfloats * sizeof(float))) < 0)
+	    (!infer_only && (st = be->i->zero(be->ctx, r->grads, g->nfloats * sizeof(float))) < 0) ||
+	    (!infer_only && (st = be->i->zero(be->ctx, r->mom, g->nfloats * sizeof(float))) < 0))
 		goto fail;
 	if (!(nreaders = calloc((size_t)g->nnodes, sizeof *nreaders)))
 		goto nomem;
@@ -713,10 +736,10 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 		     (nd->op == BT_OP_RELU && g->nodes[nd->in[0]].op == BT_OP_ADD))) {
 			b->y = r->nb[nd->in[0]].y;
 			b->y_alias = 1;
-		} else if (!(b->y = xalloc(r, el * r->esize))) {
-			goto nomem;
+		} else if (!infer_only && !(b->y = xalloc(r, el * r->esize))) {
+			goto nomem; /* inference only: plan_inference makes the buffers it needs */
 		}
-		if (nd->op == BT_OP_BATCHNORM &&
+		if (nd->op == BT_OP_BATCHNORM && !infer_only &&
 		    (!(b->save_mean = xalloc(r, (size_t)nd->out.c * sizeof(float))) ||
 		     !(b->save_invstd = xalloc(r, (size_t)nd->out.c * sizeof(float)))))
 			goto nomem;
@@ -726,24 +749,32 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 			if (!(b->ws = xalloc(r, be->i->pool_ws_bytes(be->ctx, &d))))
 				goto nomem;
 		}
-		if (nd->op == BT_OP_DROPOUT && !(b->mask = xalloc(r, el * r->esize)))
+		if (nd->op == BT_OP_DROPOUT && !infer_only && !(b->mask = xalloc(r, el * r->esize)))
 			goto nomem;
 	}
-	if (!(r->scratch = xalloc(r, maxel * r->esize)))
+	if (!infer_only && !(r->scratch = xalloc(r, maxel * r->esize))) /* backward only */
 		goto nomem;
-	if ((st = plan_bn_relu(r)) < 0 || (st = plan_add_relu(r, nreaders)) < 0 ||
-	    (st = plan_gradients(r, nreaders)) < 0 ||
-	    (st = plan_fusion(r, nreaders)) < 0)
+	if (infer_only) {
+		for (int i = 0; i < g->nnodes; i++) {
+			r->nb[i].relu_of = r->nb[i].bn_of = -1;
+			r->nb[i].add_bn = r->nb[i].in_add = r->nb[i].add_relu = -1;
+		}
+		if ((st = plan_fusion(r, nreaders)) < 0)
+			goto fail;
+	} else if ((st = plan_bn_relu(r)) < 0 || (st = plan_add_relu(r, nreaders)) < 0 ||
+		   (st = plan_gradients(r, nreaders)) < 0 ||
+		   (st = plan_fusion(r, nreaders)) < 0) {
 		goto fail;
-	r->own_y = calloc((size_t)g->nnodes, sizeof *r->own_y);
+	}
+	if ((r->own_y = calloc((size_t)g->nnodes, sizeof *r->own_y)))
+		for (int i = 0; i < g->nnodes; i++)
+			r->own_y[i] = r->nb[i].y_alias ? NULL : r->nb[i].y;
 	r->infer_buf[0] = malloc((size_t)g->nnodes * sizeof *r->infer_buf[0]);
 	r->infer_buf[1] = malloc((size_t)g->nnodes * sizeof *r->infer_buf[1]);
 	if (!r->own_y || !r->infer_buf[0] || !r->infer_buf[1]) {
 		st = bt_error(BT_ERR_NOMEM, "out of memory planning inference buffers");
 		goto fail;
 	}
-	for (int i = 0; i < g->nnodes; i++)
-		r->own_y[i] = r->nb[i].y_alias ? NULL : r->nb[i].y;
 	if ((st = plan_inference(r, 0, r->infer_buf[0])) < 0 ||
 	    (st = plan_inference(r, 1, r->infer_buf[1])) < 0)
 		goto fail;
@@ -829,7 +860,8 @@ static int cnt_bn_add_relu_ok(void *ctx, const struct bt_bn_desc *d)
 	return be->i->bn_add_relu_ok(be->ctx, d);
 }
 
-int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes)
+static int run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, int infer_only,
+		     size_t *bytes)
 {
 	struct bt_backend_i counting_i = {
 		.name = "counting", .supports = cnt_supports, .alloc = cnt_alloc,
@@ -843,7 +875,7 @@ int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int
 	struct counting c = { be, 0, 4096 };
 	struct bt_backend cb = { &counting_i, &c };
 	struct bt_run *r = NULL;
-	int st = run_new(&r, g, &cb, batch, dtype);
+	int st = run_new(&r, g, &cb, batch, dtype, infer_only);
 	if (st == BT_OK) {
 		*bytes = c.bytes;
 		bt_run_free(r);
@@ -851,18 +883,29 @@ int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int
 	return st;
 }
 
-int bt_run_batch_fitting(const struct bt_graph *g, struct bt_backend *be, int dtype, size_t budget, int max)
+int bt_run_bytes(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype, size_t *bytes)
+{
+	return run_bytes(g, be, batch, dtype, 0, bytes);
+}
+
+static int batch_fitting(const struct bt_graph *g, struct bt_backend *be, int dtype, int infer_only,
+			 size_t budget, int max)
 {
 	int lo = 0, hi = max; /* bytes(lo) fits (0 trivially), bytes(hi + 1) does not */
 	size_t b;
 	while (lo < hi) {
 		int mid = lo + (hi - lo + 1) / 2;
-		if (bt_run_bytes(g, be, mid, dtype, &b) == BT_OK && b <= budget)
+		if (run_bytes(g, be, mid, dtype, infer_only, &b) == BT_OK && b <= budget)
 			lo = mid;
 		else
 			hi = mid - 1;
 	}
 	return lo;
+}
+
+int bt_run_batch_fitting(const struct bt_graph *g, struct bt_backend *be, int dtype, size_t budget, int max)
+{
+	return batch_fitting(g, be, dtype, 0, budget, max);
 }
 
 static const char *gib(size_t bytes, char *buf, size_t len)
@@ -877,17 +920,18 @@ static const char *gib(size_t bytes, char *buf, size_t len)
 /* An allocation failed while making a run: say how much the batch needs, how much the
  * backend has free, and the largest batch that should fit in 90 % of that (the rest for
  * what comes later: convolution workspaces, folded weights, the libraries' own buffers). */
-static int explain_nomem(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype)
+static int explain_nomem(const struct bt_graph *g, struct bt_backend *be, int batch, int dtype,
+			 int infer_only)
 {
 	char why[256], a[32], b[32];
 	size_t need = 0, avail = 0;
 	int fit;
 
 	snprintf(why, sizeof why, "%s", bt_errmsg());
-	if (bt_run_bytes(g, be, batch, dtype, &need) < 0 || !be->i->available ||
+	if (run_bytes(g, be, batch, dtype, infer_only, &need) < 0 || !be->i->available ||
 	    be->i->available(be->ctx, &avail) < 0)
 		return bt_error(BT_ERR_NOMEM, "%s", why);
-	fit = bt_run_batch_fitting(g, be, dtype, avail / 10 * 9, batch - 1);
+	fit = batch_fitting(g, be, dtype, infer_only, avail / 10 * 9, batch - 1);
 	if (fit < 1)
 		return bt_error(BT_ERR_NOMEM,
 				"out of %s memory: a batch of %d needs about %s, %s is free, not enough for a batch of 1",
@@ -901,7 +945,7 @@ int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_ba
 		     int dtype)
 {
 	size_t need = 0, avail = 0;
-	int st = run_new(out, g, be, batch, dtype);
+	int st = run_new(out, g, be, batch, dtype, 0);
 
 	/* A run that leaves less than 5 % of its size free would fail at its first steps
 	 * (workspaces, kernels; oneDNN crashes when its code generator cannot allocate), so
@@ -913,7 +957,23 @@ int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_ba
 		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first steps",
 			      batch);
 	}
-	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype) : st;
+	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype, 0) : st;
+}
+
+int bt_run_new_inference(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+			 int dtype)
+{
+	size_t avail = 0;
+	int st = run_new(out, g, be, batch, dtype, 1);
+	/* as bt_run_new_dtype: too little left for the first passes is refused now */
+	if (st == BT_OK && be->i->available && be->i->available(be->ctx, &avail) == BT_OK &&
+	    avail < (*out)->all_bytes / 20) {
+		bt_run_free(*out);
+		*out = NULL;
+		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first passes",
+			      batch);
+	}
+	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype, 1) : st;
 }
 
 const float *bt_run_logits(const struct bt_run *r)
@@ -942,6 +1002,8 @@ int bt_run_read_state(struct bt_run *r, float *params, float *momentum)
 {
 	size_t bytes = r->g->nfloats * sizeof(float);
 	int st = BT_OK;
+	if (momentum && r->infer_only)
+		return bt_error(BT_ERR_INVALID, "run: made for inference only, it has no momentum");
 	if (params)
 		st = r->be->i->download(r->be->ctx, params, r->params, bytes);
 	if (st == BT_OK && momentum)
@@ -953,6 +1015,8 @@ int bt_run_write_state(struct bt_run *r, const float *params, const float *momen
 {
 	size_t bytes = r->g->nfloats * sizeof(float);
 	int st = BT_OK;
+	if (momentum && r->infer_only)
+		return bt_error(BT_ERR_INVALID, "run: made for inference only, it has no momentum");
 	r->wh_stale = 1;
 	if (params)
 		st = r->be->i->upload(r->be->ctx, r->params, params, bytes);
@@ -1008,7 +1072,7 @@ int bt_run_init_params(struct bt_run *r, uint64_t seed, int zero_gamma)
 	st = r->be->i->upload(r->be->ctx, r->params, host, g->nfloats * sizeof(float));
 	free(host);
 	if (st == BT_OK)
-		st = r->be->i->zero(r->be->ctx, r->mom, g->nfloats * sizeof(float));
+		st = r->mom ? r->be->i->zero(r->be->ctx, r->mom, g->nfloats * sizeof(float)) : BT_OK;
 	return st;
 }
 
@@ -1111,10 +1175,12 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 	r->have_loss = 0;
 	if (train)
 		r->fused_train = r->fuse;
+	if (train && r->infer_only)
+		return bt_error(BT_ERR_INVALID, "run: made for inference only, not training");
 	if ((st = refresh_weights(r)) < 0)
 		return bt_error_prefix(st, "run: the half copy of the weights");
 	/* Inference: outputs in buffers shared by lifetime (plan_inference). */
-	if (!train && r->share_infer && r->infer_buf[0]) {
+	if (!train && (r->share_infer || r->infer_only) && r->infer_buf[0]) {
 		const int *use = r->infer_buf[r->fuse ? 1 : 0];
 		for (int i = 0; i < g->nnodes; i++)
 			if (use[i] >= 0)
@@ -1306,6 +1372,8 @@ int bt_run_loss(struct bt_run *r, const int32_t *labels, const float *soft, floa
 	/* A half run: the loss from the float32 logits, its gradient scaled and cast. */
 	float *dz = r->dlogits32 ? r->dlogits32 : r->nb[g->output].dy;
 
+	if (r->infer_only)
+		return bt_error(BT_ERR_INVALID, "loss: the run is made for inference only");
 	if (K < 2)
 		return bt_error(BT_ERR_INVALID, "loss: %d classes", K);
 	if (!soft && (eps < 0 || eps >= 1))
@@ -1503,6 +1571,8 @@ int bt_run_sgd(struct bt_run *r, float lr, float momentum, float wd, int no_bias
 	int k = no_bias_decay ? 1 : 0, st;
 	float gscale = 1.0f;
 
+	if (r->infer_only)
+		return bt_error(BT_ERR_INVALID, "run: made for inference only, not training");
 	if (r->scaler.dynamic) {
 		/* The scale this step's gradients were computed with, before the update changes it. */
 		double used = r->scaler.scale;

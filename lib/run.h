@@ -36,6 +36,11 @@ int bt_run_new(struct bt_run **r, const struct bt_graph *g, struct bt_backend *b
  * needs --device cuda: ..."). */
 int bt_run_new_dtype(struct bt_run **r, const struct bt_graph *g, struct bt_backend *be, int batch,
 		     int dtype);
+/* A run for inference only (bt-eval): parameters, and the output buffers an inference
+ * pass needs, shared by lifetime; no gradients, momentum or saved statistics. A training
+ * forward pass, the loss, backward and the optimizer refuse it. */
+int bt_run_new_inference(struct bt_run **r, const struct bt_graph *g, struct bt_backend *be, int batch,
+			 int dtype);
 void bt_run_free(struct bt_run *r);
 
 /* The arenas, float32 whatever the run's dtype. The parameter arena may be written

@@ -435,6 +435,63 @@ TEST(shared_inference_same_bits)
 	}
 }
 
+/* A run made for inference only gives the logits of a training run's inference pass, fused
+ * and unfused, in far less memory, and refuses to train. */
+TEST(inference_only_run)
+{
+	static const struct { const char *name; int size; } m[] = {
+		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
+	};
+	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
+		struct bt_graph g;
+		struct bt_run *r, *e;
+		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
+		float *x = malloc(nx * sizeof *x), *p = NULL, want[14];
+		int32_t labels[2] = { 1, 2 };
+		size_t bytes_r, bytes_e;
+		double l;
+		CHECK(x != NULL);
+		bt_model_defaults(m[k].name, &o);
+		o.input_size = m[k].size;
+		bt_graph_init(&g);
+		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
+		CHECK_EQ(bt_run_new_inference(&e, &g, &be, 2, BT_DTYPE_F32), BT_OK);
+		/* as made (the folded weights come later, with the first inference pass) */
+		bytes_r = bt_run_activation_bytes(r);
+		bytes_e = bt_run_activation_bytes(e);
+		bt_run_init_params(r, 9, 0);
+		fill(x, nx, 10, 1.0f);
+		for (int s = 0; s < 3; s++)
+			CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
+		CHECK((p = malloc(g.nfloats * sizeof *p)) != NULL);
+		CHECK_EQ(bt_run_read_state(r, p, NULL), BT_OK);
+		CHECK_EQ(bt_run_write_state(e, p, NULL), BT_OK);
+		for (int fuse = 0; fuse < 2; fuse++) {
+			bt_run_fuse(r, fuse);
+			bt_run_fuse(e, fuse);
+			CHECK_EQ(bt_run_forward(r, x, 2, 0, 0), BT_OK);
+			memcpy(want, bt_run_logits(r), sizeof want);
+			CHECK_EQ(bt_run_forward(e, x, 2, 0, 0), BT_OK);
+			CHECK(memcmp(bt_run_logits(e), want, sizeof want) == 0);
+		}
+		fprintf(stderr, "  %s: inference-only run %zu bytes of activations, training run %zu\n",
+			m[k].name, bytes_e, bytes_r);
+		CHECK(4 * bytes_e < bytes_r);
+		CHECK_EQ(bt_run_forward(e, x, 2, 1, 0), BT_ERR_INVALID);
+		CHECK_EQ(bt_run_loss(e, labels, NULL, 0, 1, &l), BT_ERR_INVALID);
+		CHECK_EQ(bt_run_backward(e), BT_ERR_INVALID);
+		CHECK_EQ(bt_run_sgd(e, 0.1f, 0.9f, 0, 0), BT_ERR_INVALID);
+		CHECK_EQ(bt_run_read_state(e, NULL, p), BT_ERR_INVALID);
+		free(p);
+		bt_run_free(e);
+		bt_run_free(r);
+		bt_graph_free(&g);
+		free(x);
+	}
+}
+
 /* bt_run_bytes is what bt_run_new allocates: a backend that forwards to the CPU's and sums
  * what it hands out gives the same count; bt_run_batch_fitting finds the exact edge. */
 static struct bt_backend_i counted_i;
@@ -632,6 +689,7 @@ int main(void)
 	RUN(folded_inference_matches);
 	RUN(fused_inference_matches_on_zoo_models);
 	RUN(shared_inference_same_bits);
+	RUN(inference_only_run);
 	RUN(memory_estimate);
 	RUN(input_reuse);
 	RUN(fused_training_matches);
