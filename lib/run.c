@@ -615,7 +615,7 @@ static int plan_inference(struct bt_run *r, int fused, int *use)
 				st = bt_error(BT_ERR_NOMEM, "out of memory for a batch of %d", r->batch);
 				goto out;
 			}
-			if (o == g->input || o == owner[g->output] || (!r->infer_only && !r->own_y[o]))
+			if (o == g->input || o == owner[g->output])
 				continue;
 			for (k = nfreed - 1; k >= 0; k--)
 				if (node_elems(g, freed[k], r->batch) >= need)
@@ -941,39 +941,34 @@ static int explain_nomem(const struct bt_graph *g, struct bt_backend *be, int ba
 			be->i->name, batch, gib(need, a, sizeof a), gib(avail, b, sizeof b), fit);
 }
 
-int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
-		     int dtype)
+/* run_new, refusing a run that leaves less than 5 % of its size free: it would fail at its
+ * first steps (workspaces, kernels; oneDNN crashes when its code generator cannot
+ * allocate). Running out of memory is explained with the batch that should fit. */
+static int run_new_checked(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+			   int dtype, int infer_only)
 {
-	size_t need = 0, avail = 0;
-	int st = run_new(out, g, be, batch, dtype, 0);
-
-	/* A run that leaves less than 5 % of its size free would fail at its first steps
-	 * (workspaces, kernels; oneDNN crashes when its code generator cannot allocate), so
-	 * it is refused now, with the same explanation. */
+	size_t avail = 0;
+	int st = run_new(out, g, be, batch, dtype, infer_only);
 	if (st == BT_OK && be->i->available && be->i->available(be->ctx, &avail) == BT_OK &&
-	    avail < (need = (*out)->all_bytes) / 20) {
+	    avail < (*out)->all_bytes / 20) {
 		bt_run_free(*out);
 		*out = NULL;
 		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first steps",
 			      batch);
 	}
-	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype, 0) : st;
+	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype, infer_only) : st;
+}
+
+int bt_run_new_dtype(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
+		     int dtype)
+{
+	return run_new_checked(out, g, be, batch, dtype, 0);
 }
 
 int bt_run_new_inference(struct bt_run **out, const struct bt_graph *g, struct bt_backend *be, int batch,
 			 int dtype)
 {
-	size_t avail = 0;
-	int st = run_new(out, g, be, batch, dtype, 1);
-	/* as bt_run_new_dtype: too little left for the first passes is refused now */
-	if (st == BT_OK && be->i->available && be->i->available(be->ctx, &avail) == BT_OK &&
-	    avail < (*out)->all_bytes / 20) {
-		bt_run_free(*out);
-		*out = NULL;
-		st = bt_error(BT_ERR_NOMEM, "a batch of %d leaves too little memory for its first passes",
-			      batch);
-	}
-	return st == BT_ERR_NOMEM ? explain_nomem(g, be, batch, dtype, 1) : st;
+	return run_new_checked(out, g, be, batch, dtype, 1);
 }
 
 const float *bt_run_logits(const struct bt_run *r)

@@ -378,6 +378,18 @@ TEST(fused_inference_matches_on_zoo_models)
 	}
 }
 
+/* A zoo model with 7 classes, 3 input channels and the given input size. */
+static int zoo_graph(struct bt_graph *g, const char *name, int size)
+{
+	struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = size };
+	bt_model_defaults(name, &o);
+	o.classes = 7;
+	o.in_channels = 3;
+	o.input_size = size;
+	bt_graph_init(g);
+	return bt_model_build(g, name, &o);
+}
+
 /* Inference in buffers shared by lifetime gives the very logits of inference in each
  * node's own buffer, fused and unfused, on models with residual additions, downsampling
  * shortcuts, depthwise convolutions and concatenations; a training pass after it is the
@@ -389,16 +401,12 @@ TEST(shared_inference_same_bits)
 		{ "mobilenet0.25", 32 }, { "inceptionv3", 75 },
 	};
 	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
-		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
 		struct bt_graph g;
 		struct bt_run *r;
 		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
 		float *x = malloc(nx * sizeof *x), own[14], train1[14];
 		CHECK(x != NULL);
-		bt_model_defaults(m[k].name, &o);
-		o.input_size = m[k].size;
-		bt_graph_init(&g);
-		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(zoo_graph(&g, m[k].name, m[k].size), BT_OK);
 		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
 		bt_run_init_params(r, 7, 0);
 		fill(x, nx, 8, 1.0f);
@@ -443,7 +451,6 @@ TEST(inference_only_run)
 		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
 	};
 	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
-		struct bt_model_opts o = { .classes = 7, .in_channels = 3, .input_size = m[k].size };
 		struct bt_graph g;
 		struct bt_run *r, *e;
 		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
@@ -452,10 +459,7 @@ TEST(inference_only_run)
 		size_t bytes_r, bytes_e;
 		double l;
 		CHECK(x != NULL);
-		bt_model_defaults(m[k].name, &o);
-		o.input_size = m[k].size;
-		bt_graph_init(&g);
-		CHECK_EQ(bt_model_build(&g, m[k].name, &o), BT_OK);
+		CHECK_EQ(zoo_graph(&g, m[k].name, m[k].size), BT_OK);
 		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
 		CHECK_EQ(bt_run_new_inference(&e, &g, &be, 2, BT_DTYPE_F32), BT_OK);
 		/* as made (the folded weights come later, with the first inference pass) */
