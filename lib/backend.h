@@ -194,6 +194,11 @@ struct bt_backend_i {
 	int (*bn_add_relu_fwd_train)(void *ctx, const struct bt_bn_desc *d, const void *x, const void *z,
 				     const float *gamma, const float *beta, float *running_mean,
 				     float *running_var, float *save_mean, float *save_invstd, void *y);
+
+	/* Inference in slices of the batch (run.c): the most bytes one image's largest
+	 * activation times the slice may take, so that a layer's input and output stay in
+	 * the caches (CPU); 0: whole batches (a GPU wants them whole). */
+	size_t infer_slice_bytes;
 };
 
 struct bt_backend {

@@ -547,6 +547,9 @@ static int c_available(void *ctx, size_t *bytes)
 
 static const struct bt_backend_i cpu_backend = {
 	.name = "cpu",
+	/* 4 MB: a 16-channel 32x32 layer of 64 images; its input and output (8 MB) stay in
+	 * this machine's L3, where a batch of 128 (17 MB) did not (docs/benchmarks.md) */
+	.infer_slice_bytes = 4u << 20,
 	.describe = c_describe,
 	.destroy = c_destroy,
 	.supports = c_supports,

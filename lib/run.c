@@ -97,6 +97,8 @@ struct bt_run {
 	int share_infer;        /* inference passes use infer_buf (bt_run_share_inference) */
 	int infer_only;         /* made by bt_run_new_inference: no training state, and only the
 				 * output buffers plan_inference needs */
+	int infer_slice;        /* inference runs the batch through the nodes this many images
+				 * at a time (backend's infer_slice_bytes); 0: whole */
 };
 
 static double now_s(void)
@@ -778,6 +780,22 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	if ((st = plan_inference(r, 0, r->infer_buf[0])) < 0 ||
 	    (st = plan_inference(r, 1, r->infer_buf[1])) < 0)
 		goto fail;
+	/* Slices of at least 16 images (fewer would cost more in calls than the caches save);
+	 * the input and the logits must be buffers of their own, as plan_inference makes them.
+	 * BT_INFER_SLICE=N sets the images of a slice (0: whole batches), to compare. */
+	if (be->i->infer_slice_bytes && !r->nb[g->output].y_alias && r->own_y[g->input] &&
+	    r->own_y[g->output]) {
+		size_t most = 1;
+		const char *e = getenv("BT_INFER_SLICE");
+		for (int i = 0; i < g->nnodes; i++)
+			if (node_elems(g, i, 1) * r->esize > most)
+				most = node_elems(g, i, 1) * r->esize;
+		r->infer_slice = (int)(be->i->infer_slice_bytes / most < 16 ? 16 : be->i->infer_slice_bytes / most);
+		if (e && *e)
+			r->infer_slice = atoi(e);
+		if (r->infer_slice >= batch || r->infer_slice < 0)
+			r->infer_slice = 0;
+	}
 	plan_ranges(r, 0);
 	plan_ranges(r, 1);
 	free(nreaders);
@@ -1154,7 +1172,37 @@ int bt_run_fused_train_nodes(const struct bt_run *r)
 	return n;
 }
 
-/* The forward pass from x (float32) or u8 (a uint8 batch). */
+/* The input node's buffer from x (float32) or u8 (a uint8 batch) of n images; neither:
+ * the batch already there is used again. */
+static int write_input(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n)
+{
+	const struct bt_backend_i *be = r->be->i;
+	void *ctx = r->be->ctx, *y = r->nb[r->g->input].y;
+	size_t el = node_elems(r->g, r->g->input, n);
+	int st;
+
+	if (!u8 && !x) {
+		if (!r->have_input)
+			return bt_error(BT_ERR_INVALID, "run: no input yet to reuse");
+		if (n != r->input_n)
+			return bt_error(BT_ERR_INVALID, "run: reusing an input of %d images for %d", r->input_n, n);
+		return BT_OK;
+	}
+	r->have_input = 1;
+	r->input_n = n;
+	if (u8)
+		return be->input_u8(ctx, r->dtype, u8, y);
+	if (!r->in32)
+		return be->upload(ctx, y, x, el * sizeof(float));
+	st = be->upload(ctx, r->in32, x, el * sizeof(float));
+	return st == BT_OK ? be->cast(ctx, r->in32, BT_DTYPE_F32, y, r->dtype, el, 1.0f) : st;
+}
+
+/* The forward pass from x (float32) or u8 (a uint8 batch). An inference pass on a backend
+ * that asks for it (infer_slice_bytes) takes the batch through the nodes in slices of
+ * r->infer_slice images, each a whole pass on the shared buffers' first images, so that
+ * what a layer reads and writes stays in cache; the input is written whole first and each
+ * slice's logits land at their place in the output's buffer. */
 static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
 		   uint64_t dropout_seed)
 {
@@ -1181,6 +1229,17 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			if (use[i] >= 0)
 				r->nb[i].y = r->own_y[use[i]];
 	}
+	const int whole = n;
+	const int slice = !train && r->infer_slice > 0 && r->infer_slice < n ? r->infer_slice : n;
+	const int sliced = slice < n;
+	if (sliced)
+		st = write_input(r, x, u8, n);
+	for (int s0 = 0; s0 < whole && st == BT_OK; s0 += slice) {
+	n = whole - s0 < slice ? whole - s0 : slice;
+	if (sliced) {
+		r->nb[g->input].y = (char *)r->own_y[g->input] + (size_t)s0 * node_elems(g, g->input, 1) * r->esize;
+		r->nb[g->output].y = (char *)r->own_y[g->output] + (size_t)s0 * node_elems(g, g->output, 1) * r->esize;
+	}
 	for (int i = 0; i < g->nnodes && st == BT_OK; i++) {
 		const struct bt_node *nd = &g->nodes[i];
 		struct nodebuf *b = &r->nb[i];
@@ -1199,25 +1258,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		switch (nd->op) {
 		case BT_OP_INPUT:
-			if (!u8 && !x) {
-				if (!r->have_input)
-					st = bt_error(BT_ERR_INVALID, "run: no input yet to reuse");
-				else if (n != r->input_n)
-					st = bt_error(BT_ERR_INVALID, "run: reusing an input of %d images for %d",
-						      r->input_n, n);
-				break;
-			}
-			r->have_input = 1;
-			r->input_n = n;
-			if (u8) {
-				st = be->input_u8(ctx, dt, u8, b->y);
-			} else if (r->in32) {
-				st = be->upload(ctx, r->in32, x, el * sizeof(float));
-				if (st == BT_OK)
-					st = be->cast(ctx, r->in32, BT_DTYPE_F32, b->y, dt, el, 1.0f);
-			} else {
-				st = be->upload(ctx, b->y, x, el * sizeof(float));
-			}
+			if (!sliced) /* else written whole before the slices */
+				st = write_input(r, x, u8, n);
 			break;
 		case BT_OP_CONV2D: {
 			struct bt_conv_desc d;
@@ -1225,7 +1267,7 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			if (fused && b->fold >= 0) {
 				/* Straight into the batch norm's output, which then has nothing to do,
 				 * or onto the buffer of the addition it does (plan_fusion). */
-				if ((st = fold_weights(r, i)) == BT_OK) {
+				if (s0 > 0 || (st = fold_weights(r, i)) == BT_OK) { /* once a pass */
 					d.bias = 1;
 					d.post = b->post;
 					st = be->conv_fwd(ctx, &d, in, b->wfold_h ? b->wfold_h : (const void *)b->wfold,
@@ -1321,6 +1363,8 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 		if (st < 0)
 			bt_error_prefix(st, "%s (%s)", nd->name, bt_op_name(nd->op));
 	}
+	}
+	n = whole;
 	if (!train && r->own_y)
 		for (int i = 0; i < g->nnodes; i++)
 			if (r->own_y[i])

@@ -1436,6 +1436,7 @@ static const struct bt_backend_i cuda_backend = {
 	/* .bn_relu_bwd */ g_bn_relu_bwd,
 	/* .bn_add_relu_ok */ g_bn_add_relu_ok,
 	/* .bn_add_relu_fwd_train */ g_bn_add_relu_fwd_train,
+	/* .infer_slice_bytes */ 0, /* a GPU wants whole batches */
 };
 
 extern "C" int bt_backend_cuda(struct bt_backend *be, int device)

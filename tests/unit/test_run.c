@@ -496,6 +496,65 @@ TEST(inference_only_run)
 	}
 }
 
+/* Inference in slices of the batch (the CPU backend's infer_slice_bytes; BT_INFER_SLICE
+ * sets the images of a slice) gives the whole batch's logits, up to the convolutions'
+ * rounding at another batch size, fused and unfused, in training and inference-only runs. */
+TEST(sliced_inference_matches)
+{
+	static const struct { const char *name; int size; } m[] = {
+		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
+	};
+	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+		struct bt_graph g;
+		struct bt_run *r, *sl, *e;
+		size_t nx = 5 * (size_t)m[k].size * m[k].size * 3;
+		float *x = malloc(nx * sizeof *x), *p = NULL, want[35];
+		double err = 0;
+		CHECK(x != NULL);
+		CHECK_EQ(zoo_graph(&g, m[k].name, m[k].size), BT_OK);
+		CHECK_EQ(bt_run_new(&r, &g, &be, 5), BT_OK);
+		setenv("BT_INFER_SLICE", "2", 1); /* slices of 2, 2 and 1 */
+		CHECK_EQ(bt_run_new(&sl, &g, &be, 5), BT_OK);
+		CHECK_EQ(bt_run_new_inference(&e, &g, &be, 5, BT_DTYPE_F32), BT_OK);
+		unsetenv("BT_INFER_SLICE");
+		bt_run_init_params(r, 13, 0);
+		fill(x, nx, 14, 1.0f);
+		for (int s = 0; s < 3; s++)
+			CHECK_EQ(bt_run_forward(r, x, 5, 1, 0), BT_OK);
+		CHECK((p = malloc(g.nfloats * sizeof *p)) != NULL);
+		CHECK_EQ(bt_run_read_state(r, p, NULL), BT_OK);
+		CHECK_EQ(bt_run_write_state(sl, p, NULL), BT_OK);
+		CHECK_EQ(bt_run_write_state(e, p, NULL), BT_OK);
+		for (int fuse = 0; fuse < 2; fuse++) {
+			struct bt_run *runs[2] = { sl, e };
+			bt_run_fuse(r, fuse);
+			CHECK_EQ(bt_run_forward(r, x, 5, 0, 0), BT_OK);
+			memcpy(want, bt_run_logits(r), sizeof want);
+			for (int q = 0; q < 2; q++) {
+				bt_run_fuse(runs[q], fuse);
+				CHECK_EQ(bt_run_forward(runs[q], x, 5, 0, 0), BT_OK);
+				for (int i = 0; i < 35; i++) {
+					double d = fabs(bt_run_logits(runs[q])[i] - want[i]) / (1e-3 + fabs(want[i]));
+					CHECK(isfinite(want[i]));
+					err = d > err ? d : err;
+				}
+			}
+		}
+		/* and a training pass after a sliced one is the whole batch's */
+		CHECK_EQ(bt_run_forward(sl, x, 5, 1, 0), BT_OK);
+		CHECK_EQ(bt_run_forward(r, x, 5, 1, 0), BT_OK);
+		CHECK(memcmp(bt_run_logits(sl), bt_run_logits(r), sizeof want) == 0);
+		fprintf(stderr, "  %s: sliced inference against whole, largest relative error %.2e\n", m[k].name, err);
+		CHECK(err < 1e-4);
+		free(p);
+		bt_run_free(e);
+		bt_run_free(sl);
+		bt_run_free(r);
+		bt_graph_free(&g);
+		free(x);
+	}
+}
+
 /* bt_run_bytes is what bt_run_new allocates: a backend that forwards to the CPU's and sums
  * what it hands out gives the same count; bt_run_batch_fitting finds the exact edge. */
 static struct bt_backend_i counted_i;
@@ -694,6 +753,7 @@ int main(void)
 	RUN(fused_inference_matches_on_zoo_models);
 	RUN(shared_inference_same_bits);
 	RUN(inference_only_run);
+	RUN(sliced_inference_matches);
 	RUN(memory_estimate);
 	RUN(input_reuse);
 	RUN(fused_training_matches);
