@@ -1198,48 +1198,17 @@ static int write_input(struct bt_run *r, const float *x, const struct bt_u8_batc
 	return st == BT_OK ? be->cast(ctx, r->in32, BT_DTYPE_F32, y, r->dtype, el, 1.0f) : st;
 }
 
-/* The forward pass from x (float32) or u8 (a uint8 batch). An inference pass on a backend
- * that asks for it (infer_slice_bytes) takes the batch through the nodes in slices of
- * r->infer_slice images, each a whole pass on the shared buffers' first images, so that
- * what a layer reads and writes stays in cache; the input is written whole first and each
- * slice's logits land at their place in the output's buffer. */
-static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
-		   uint64_t dropout_seed)
+/* The nodes of one forward pass over n images (a slice of an inference pass, or the whole
+ * batch). x and u8 as for forward(); written: the input is already in place (NULL x and
+ * u8 then). fold: make the folded weights (once a pass). */
+static int forward_nodes(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int written,
+			 int n, int train, int fold, uint64_t dropout_seed)
 {
 	const struct bt_graph *g = r->g;
 	const struct bt_backend_i *be = r->be->i;
 	void *ctx = r->be->ctx;
 	int st = BT_OK, dt = r->dtype;
 
-	if (n < 1 || n > r->batch)
-		return bt_error(BT_ERR_INVALID, "run: %d images in a run for batches of %d", n, r->batch);
-	r->n = n;
-	r->train = train;
-	r->have_loss = 0;
-	if (train)
-		r->fused_train = r->fuse;
-	if (train && r->infer_only)
-		return bt_error(BT_ERR_INVALID, "run: made for inference only, not training");
-	if ((st = refresh_weights(r)) < 0)
-		return bt_error_prefix(st, "run: the half copy of the weights");
-	/* Inference: outputs in buffers shared by lifetime (plan_inference). */
-	if (!train && (r->share_infer || r->infer_only) && r->infer_buf[0]) {
-		const int *use = r->infer_buf[r->fuse ? 1 : 0];
-		for (int i = 0; i < g->nnodes; i++)
-			if (use[i] >= 0)
-				r->nb[i].y = r->own_y[use[i]];
-	}
-	const int whole = n;
-	const int slice = !train && r->infer_slice > 0 && r->infer_slice < n ? r->infer_slice : n;
-	const int sliced = slice < n;
-	if (sliced)
-		st = write_input(r, x, u8, n);
-	for (int s0 = 0; s0 < whole && st == BT_OK; s0 += slice) {
-	n = whole - s0 < slice ? whole - s0 : slice;
-	if (sliced) {
-		r->nb[g->input].y = (char *)r->own_y[g->input] + (size_t)s0 * node_elems(g, g->input, 1) * r->esize;
-		r->nb[g->output].y = (char *)r->own_y[g->output] + (size_t)s0 * node_elems(g, g->output, 1) * r->esize;
-	}
 	for (int i = 0; i < g->nnodes && st == BT_OK; i++) {
 		const struct bt_node *nd = &g->nodes[i];
 		struct nodebuf *b = &r->nb[i];
@@ -1258,7 +1227,7 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			break;
 		switch (nd->op) {
 		case BT_OP_INPUT:
-			if (!sliced) /* else written whole before the slices */
+			if (!written) /* a sliced pass writes it whole first */
 				st = write_input(r, x, u8, n);
 			break;
 		case BT_OP_CONV2D: {
@@ -1267,7 +1236,7 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 			if (fused && b->fold >= 0) {
 				/* Straight into the batch norm's output, which then has nothing to do,
 				 * or onto the buffer of the addition it does (plan_fusion). */
-				if (s0 > 0 || (st = fold_weights(r, i)) == BT_OK) { /* once a pass */
+				if (!fold || (st = fold_weights(r, i)) == BT_OK) { /* once a pass */
 					d.bias = 1;
 					d.post = b->post;
 					st = be->conv_fwd(ctx, &d, in, b->wfold_h ? b->wfold_h : (const void *)b->wfold,
@@ -1363,16 +1332,59 @@ static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u
 		if (st < 0)
 			bt_error_prefix(st, "%s (%s)", nd->name, bt_op_name(nd->op));
 	}
+	return st;
+}
+
+/* The forward pass from x (float32) or u8 (a uint8 batch). An inference pass on a backend
+ * that asks for it (infer_slice_bytes) takes the batch through the nodes in slices of
+ * r->infer_slice images, each a whole pass on the shared buffers' first images, so that
+ * what a layer reads and writes stays in cache; the input is written whole first and each
+ * slice's logits land at their place in the output's buffer. */
+static int forward(struct bt_run *r, const float *x, const struct bt_u8_batch *u8, int n, int train,
+		   uint64_t dropout_seed)
+{
+	const struct bt_graph *g = r->g;
+	int st = BT_OK, slice;
+
+	if (n < 1 || n > r->batch)
+		return bt_error(BT_ERR_INVALID, "run: %d images in a run for batches of %d", n, r->batch);
+	r->n = n;
+	r->train = train;
+	r->have_loss = 0;
+	if (train)
+		r->fused_train = r->fuse;
+	if (train && r->infer_only)
+		return bt_error(BT_ERR_INVALID, "run: made for inference only, not training");
+	if ((st = refresh_weights(r)) < 0)
+		return bt_error_prefix(st, "run: the half copy of the weights");
+	/* Inference: outputs in buffers shared by lifetime (plan_inference). */
+	if (!train && (r->share_infer || r->infer_only) && r->infer_buf[0]) {
+		const int *use = r->infer_buf[r->fuse ? 1 : 0];
+		for (int i = 0; i < g->nnodes; i++)
+			if (use[i] >= 0)
+				r->nb[i].y = r->own_y[use[i]];
 	}
-	n = whole;
+	slice = !train && r->infer_slice > 0 && r->infer_slice < n ? r->infer_slice : n;
+	if (slice == n) {
+		st = forward_nodes(r, x, u8, 0, n, train, 1, dropout_seed);
+	} else if ((st = write_input(r, x, u8, n)) == BT_OK) {
+		for (int s0 = 0; s0 < n && st == BT_OK; s0 += slice) {
+			r->nb[g->input].y = (char *)r->own_y[g->input] +
+					    (size_t)s0 * node_elems(g, g->input, 1) * r->esize;
+			r->nb[g->output].y = (char *)r->own_y[g->output] +
+					     (size_t)s0 * node_elems(g, g->output, 1) * r->esize;
+			st = forward_nodes(r, NULL, NULL, 1, n - s0 < slice ? n - s0 : slice, train, s0 == 0,
+					   dropout_seed);
+		}
+	}
 	if (!train && r->own_y)
 		for (int i = 0; i < g->nnodes; i++)
 			if (r->own_y[i])
 				r->nb[i].y = r->own_y[i];
 	/* The loss and the caller read float32 logits. */
 	if (st == BT_OK && r->logits32)
-		st = be->cast(ctx, r->nb[g->output].y, dt, r->logits32, BT_DTYPE_F32,
-			      (size_t)n * g->nodes[g->output].out.c, 1.0f);
+		st = r->be->i->cast(r->be->ctx, r->nb[g->output].y, r->dtype, r->logits32, BT_DTYPE_F32,
+				    (size_t)n * g->nodes[g->output].out.c, 1.0f);
 	return st;
 }
 

@@ -443,23 +443,44 @@ TEST(shared_inference_same_bits)
 	}
 }
 
+/* Models for the inference tests below: residual, downsampling, depthwise, concatenating. */
+static const struct { const char *name; int size; } infer_models[] = {
+	{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
+};
+
+/* r's parameters after three training passes on x (n images; running statistics away from
+ * 0 and 1), in *p (malloc'd), and copied into `to` (NULL-terminated). */
+static int trained_params(struct bt_run *r, const float *x, int n, size_t nfloats, float **p,
+			  struct bt_run **to)
+{
+	int st = BT_OK;
+	for (int s = 0; s < 3 && st == BT_OK; s++)
+		st = bt_run_forward(r, x, n, 1, 0);
+	if (st == BT_OK && !(*p = malloc(nfloats * sizeof **p)))
+		st = BT_ERR_NOMEM;
+	if (st == BT_OK)
+		st = bt_run_read_state(r, *p, NULL);
+	for (; st == BT_OK && *to; to++)
+		st = bt_run_write_state(*to, *p, NULL);
+	return st;
+}
+
 /* A run made for inference only gives the logits of a training run's inference pass, fused
  * and unfused, in far less memory, and refuses to train. */
 TEST(inference_only_run)
 {
-	static const struct { const char *name; int size; } m[] = {
-		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
-	};
-	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+	for (size_t k = 0; k < sizeof infer_models / sizeof *infer_models; k++) {
+		const char *name = infer_models[k].name;
+		const int size = infer_models[k].size;
 		struct bt_graph g;
 		struct bt_run *r, *e;
-		size_t nx = 2 * (size_t)m[k].size * m[k].size * 3;
+		size_t nx = 2 * (size_t)size * size * 3;
 		float *x = malloc(nx * sizeof *x), *p = NULL, want[14];
 		int32_t labels[2] = { 1, 2 };
 		size_t bytes_r, bytes_e;
 		double l;
 		CHECK(x != NULL);
-		CHECK_EQ(zoo_graph(&g, m[k].name, m[k].size), BT_OK);
+		CHECK_EQ(zoo_graph(&g, name, size), BT_OK);
 		CHECK_EQ(bt_run_new(&r, &g, &be, 2), BT_OK);
 		CHECK_EQ(bt_run_new_inference(&e, &g, &be, 2, BT_DTYPE_F32), BT_OK);
 		/* as made (the folded weights come later, with the first inference pass) */
@@ -467,11 +488,7 @@ TEST(inference_only_run)
 		bytes_e = bt_run_activation_bytes(e);
 		bt_run_init_params(r, 9, 0);
 		fill(x, nx, 10, 1.0f);
-		for (int s = 0; s < 3; s++)
-			CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
-		CHECK((p = malloc(g.nfloats * sizeof *p)) != NULL);
-		CHECK_EQ(bt_run_read_state(r, p, NULL), BT_OK);
-		CHECK_EQ(bt_run_write_state(e, p, NULL), BT_OK);
+		CHECK_EQ(trained_params(r, x, 2, g.nfloats, &p, (struct bt_run *[]){ e, NULL }), BT_OK);
 		for (int fuse = 0; fuse < 2; fuse++) {
 			bt_run_fuse(r, fuse);
 			bt_run_fuse(e, fuse);
@@ -481,7 +498,7 @@ TEST(inference_only_run)
 			CHECK(memcmp(bt_run_logits(e), want, sizeof want) == 0);
 		}
 		fprintf(stderr, "  %s: inference-only run %zu bytes of activations, training run %zu\n",
-			m[k].name, bytes_e, bytes_r);
+			name, bytes_e, bytes_r);
 		CHECK(4 * bytes_e < bytes_r);
 		CHECK_EQ(bt_run_forward(e, x, 2, 1, 0), BT_ERR_INVALID);
 		CHECK_EQ(bt_run_loss(e, labels, NULL, 0, 1, &l), BT_ERR_INVALID);
@@ -501,17 +518,16 @@ TEST(inference_only_run)
  * rounding at another batch size, fused and unfused, in training and inference-only runs. */
 TEST(sliced_inference_matches)
 {
-	static const struct { const char *name; int size; } m[] = {
-		{ "cifar_resnet20_v1", 16 }, { "resnet50_v1b", 32 }, { "mobilenet0.25", 32 }, { "inceptionv3", 75 },
-	};
-	for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
+	for (size_t k = 0; k < sizeof infer_models / sizeof *infer_models; k++) {
+		const char *name = infer_models[k].name;
+		const int size = infer_models[k].size;
 		struct bt_graph g;
 		struct bt_run *r, *sl, *e;
-		size_t nx = 5 * (size_t)m[k].size * m[k].size * 3;
+		size_t nx = 5 * (size_t)size * size * 3;
 		float *x = malloc(nx * sizeof *x), *p = NULL, want[35];
 		double err = 0;
 		CHECK(x != NULL);
-		CHECK_EQ(zoo_graph(&g, m[k].name, m[k].size), BT_OK);
+		CHECK_EQ(zoo_graph(&g, name, size), BT_OK);
 		CHECK_EQ(bt_run_new(&r, &g, &be, 5), BT_OK);
 		setenv("BT_INFER_SLICE", "2", 1); /* slices of 2, 2 and 1 */
 		CHECK_EQ(bt_run_new(&sl, &g, &be, 5), BT_OK);
@@ -519,12 +535,7 @@ TEST(sliced_inference_matches)
 		unsetenv("BT_INFER_SLICE");
 		bt_run_init_params(r, 13, 0);
 		fill(x, nx, 14, 1.0f);
-		for (int s = 0; s < 3; s++)
-			CHECK_EQ(bt_run_forward(r, x, 5, 1, 0), BT_OK);
-		CHECK((p = malloc(g.nfloats * sizeof *p)) != NULL);
-		CHECK_EQ(bt_run_read_state(r, p, NULL), BT_OK);
-		CHECK_EQ(bt_run_write_state(sl, p, NULL), BT_OK);
-		CHECK_EQ(bt_run_write_state(e, p, NULL), BT_OK);
+		CHECK_EQ(trained_params(r, x, 5, g.nfloats, &p, (struct bt_run *[]){ sl, e, NULL }), BT_OK);
 		for (int fuse = 0; fuse < 2; fuse++) {
 			struct bt_run *runs[2] = { sl, e };
 			bt_run_fuse(r, fuse);
@@ -544,7 +555,7 @@ TEST(sliced_inference_matches)
 		CHECK_EQ(bt_run_forward(sl, x, 5, 1, 0), BT_OK);
 		CHECK_EQ(bt_run_forward(r, x, 5, 1, 0), BT_OK);
 		CHECK(memcmp(bt_run_logits(sl), bt_run_logits(r), sizeof want) == 0);
-		fprintf(stderr, "  %s: sliced inference against whole, largest relative error %.2e\n", m[k].name, err);
+		fprintf(stderr, "  %s: sliced inference against whole, largest relative error %.2e\n", name, err);
 		CHECK(err < 1e-4);
 		free(p);
 		bt_run_free(e);
