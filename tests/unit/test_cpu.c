@@ -118,6 +118,8 @@ static void conv_ref(const struct bt_conv_desc *d, int mode, const float *x, con
 				}
 }
 
+#define FD_STEP 0.25f
+
 static int conv_case(int n, int h, int w, int c, int cout, int kh, int kw, int sh, int sw, int ph,
 		     int pw, int dh, int dw, int groups, int bias)
 {
@@ -161,29 +163,31 @@ static int conv_case(int n, int h, int w, int c, int cout, int kh, int kw, int s
 		if (bias && far_off(db, want, cout, 1e-3) >= 0)
 			goto out;
 	}
-	/* Finite differences of L = sum(y * dy) at one input and one weight element. */
+	/* Finite differences of L = sum(y * dy) at one input and one weight element. L is linear
+	 * in each, so a central difference is exact at any step; a wide one keeps the rounding of
+	 * y (larger under Winograd) from swamping it. */
 	{
 		size_t xi = nx / 3, wi = nw / 2;
 		float keep = x[xi];
 		double lp, lm;
-		x[xi] = keep + 1e-2f;
+		x[xi] = keep + FD_STEP;
 		bt_cpu_conv_fwd(cpu, &d, x, wt, bias ? b : NULL, y);
 		lp = dot(y, dy, ny);
-		x[xi] = keep - 1e-2f;
+		x[xi] = keep - FD_STEP;
 		bt_cpu_conv_fwd(cpu, &d, x, wt, bias ? b : NULL, y);
 		lm = dot(y, dy, ny);
 		x[xi] = keep;
-		if (!close_fd((lp - lm) / ((double)(keep + 1e-2f) - (double)(keep - 1e-2f)), dx[xi]))
+		if (!close_fd((lp - lm) / ((double)(keep + FD_STEP) - (double)(keep - FD_STEP)), dx[xi]))
 			goto out;
 		keep = wt[wi];
-		wt[wi] = keep + 1e-2f;
+		wt[wi] = keep + FD_STEP;
 		bt_cpu_conv_fwd(cpu, &d, x, wt, bias ? b : NULL, y);
 		lp = dot(y, dy, ny);
-		wt[wi] = keep - 1e-2f;
+		wt[wi] = keep - FD_STEP;
 		bt_cpu_conv_fwd(cpu, &d, x, wt, bias ? b : NULL, y);
 		lm = dot(y, dy, ny);
 		wt[wi] = keep;
-		if (!close_fd((lp - lm) / ((double)(keep + 1e-2f) - (double)(keep - 1e-2f)), rdw[wi]))
+		if (!close_fd((lp - lm) / ((double)(keep + FD_STEP) - (double)(keep - FD_STEP)), rdw[wi]))
 			goto out;
 	}
 	ok = 1;
@@ -230,6 +234,14 @@ TEST(test_conv_asymmetric_kernels)
 	CHECK(conv_case(2, 7, 7, 4, 5, 1, 7, 1, 1, 0, 3, 1, 1, 1, 1));
 	CHECK(conv_case(2, 7, 7, 4, 5, 7, 1, 1, 1, 3, 0, 1, 1, 1, 0));
 	CHECK(conv_case(2, 6, 8, 3, 4, 3, 5, 1, 2, 1, 2, 1, 1, 1, 0));
+}
+
+/* 3x3 stride-1 between 64 channels or more: Winograd on AVX-512 machines (lib/cpu.c), whose
+ * transforms round differently from a direct sum; the same tolerances hold. */
+TEST(test_conv_winograd)
+{
+	CHECK(conv_case(2, 9, 10, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));
+	CHECK(conv_case(3, 7, 7, 64, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0));
 }
 
 /* Post-operations against their formula: y = max(0, conv + b + y_before). Backward ignores
@@ -654,6 +666,7 @@ int main(void)
 	RUN(test_conv_dilation);
 	RUN(test_conv_groups);
 	RUN(test_conv_asymmetric_kernels);
+	RUN(test_conv_winograd);
 	RUN(test_conv_post_ops);
 	RUN(test_bn);
 	RUN(test_pool_max);
