@@ -444,15 +444,16 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void)
 	return attr;
 }
 
-/* post: BT_CONV_POST_* flags, as oneDNN post-operations in that order (sum, then ReLU). */
-static int pd_create_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
-			  const_dnnl_primitive_desc_t hint, int post, const char *what)
+/* post: BT_CONV_POST_* flags, as oneDNN post-operations in that order (sum, then ReLU). Quiet:
+ * the status is returned, for callers that have another choice. */
+static dnnl_status_t pd_try_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
+				 const_dnnl_primitive_desc_t hint, int post)
 {
 	dnnl_primitive_attr_t attr = user_scratchpad_attr();
 	dnnl_post_ops_t po = NULL;
 	dnnl_status_t s = dnnl_success;
 	if (!attr)
-		return bt_error(BT_ERR_NOMEM, "oneDNN attr");
+		return dnnl_out_of_memory;
 	if (post) {
 		s = dnnl_post_ops_create(&po);
 		if (s == dnnl_success && (post & BT_CONV_POST_SUM))
@@ -467,6 +468,15 @@ static int pd_create_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const v
 	if (s == dnnl_success)
 		s = dnnl_primitive_desc_create(pd, op_desc, attr, cpu->engine, hint);
 	dnnl_primitive_attr_destroy(attr);
+	return s;
+}
+
+static int pd_create_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
+			  const_dnnl_primitive_desc_t hint, int post, const char *what)
+{
+	dnnl_status_t s = pd_try_post(pd, cpu, op_desc, hint, post);
+	if (s == dnnl_out_of_memory)
+		return bt_error(BT_ERR_NOMEM, "oneDNN: %s: out of memory", what);
 	return s == dnnl_success ? BT_OK : dnnl_fail(s, what);
 }
 
@@ -622,21 +632,20 @@ static int conv_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, struct con
 	dnnl_status_t s;
 
 	if (m->alg == dnnl_convolution_winograd) {
+		/* forward_training even for inference: forward_inference asks for weights in
+		 * oneDNN's pre-transformed Winograd layout, which nothing reorders OHWI into */
 		s = dnnl_dilated_convolution_forward_desc_init(
-			&cd, post ? dnnl_forward_inference : dnnl_forward_training, m->alg,
-			&m->xa, &m->wa, bias ? &m->b : NULL, &m->ya, m->strides, m->dil, m->pl,
-			m->pr);
-		if (s == dnnl_success) {
-			dnnl_primitive_attr_t attr = user_scratchpad_attr();
-			if (!attr)
-				return bt_error(BT_ERR_NOMEM, "oneDNN attr");
-			s = dnnl_primitive_desc_create(pd, &cd, attr, cpu->engine, NULL);
-			dnnl_primitive_attr_destroy(attr);
-		}
-		if (s == dnnl_success && !post)
-			return BT_OK;
+			&cd, dnnl_forward_training, m->alg, &m->xa, &m->wa, bias ? &m->b : NULL,
+			&m->ya, m->strides, m->dil, m->pl, m->pr);
 		if (s == dnnl_success)
+			s = pd_try_post(pd, cpu, &cd, NULL, post);
+		if (s == dnnl_success) {
+			const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(
+				*pd, dnnl_query_weights_md, 0);
+			if (w && w->format_kind == dnnl_blocked)
+				return BT_OK;
 			dnnl_primitive_desc_destroy(*pd);
+		}
 		*pd = NULL;
 		m->alg = dnnl_convolution_direct;
 		m->xa = m->x;
@@ -734,6 +743,28 @@ int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const floa
 		return rc;
 	void *p[4] = { (void *)x, (void *)w, y, (void *)b };
 	return entry_run(cpu, e, p);
+}
+
+const char *bt_cpu_conv_impl(struct bt_cpu *cpu, const struct bt_conv_desc *d, int pass)
+{
+	static const int kinds[3] = { K_CONV_FWD, K_CONV_BWD_DATA, K_CONV_BWD_W };
+	static const bt_builder builders[3] = { build_conv_fwd, build_conv_bwd_data,
+						build_conv_bwd_w };
+	struct bt_conv_desc k;
+	struct bt_entry *e;
+	const char *name = NULL;
+
+	if (pass < 0 || pass > 2 || bt_conv_desc_check(d))
+		return NULL;
+	k = *d;
+	if (pass > 0)
+		k.post = 0;
+	if (pass == 1)
+		k.bias = 0;
+	if (cache_get(cpu, kinds[pass], &k, sizeof k, builders[pass], &e) ||
+	    dnnl_primitive_desc_query(e->pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success)
+		return NULL;
+	return name;
 }
 
 int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *dy,

@@ -45,6 +45,9 @@ enum { BT_CONV_POST_SUM = 1, BT_CONV_POST_RELU = 2 };
 int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x /* (N,H,W,C) */,
 		    const float *w /* (Cout,KH,KW,C/g) */, const float *b /* (Cout) or NULL */,
 		    float *y /* (N,OH,OW,Cout) */);
+/* oneDNN's name for the kernel that runs pass 0 (forward), 1 (backward data) or 2 (backward
+ * weights) of d, such as "jit_wino_4x3:avx512_core"; NULL if it cannot be built. */
+const char *bt_cpu_conv_impl(struct bt_cpu *cpu, const struct bt_conv_desc *d, int pass);
 int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *dy,
 			 const float *w, float *dx);
 int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x,

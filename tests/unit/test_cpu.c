@@ -236,19 +236,11 @@ TEST(test_conv_asymmetric_kernels)
 	CHECK(conv_case(2, 6, 8, 3, 4, 3, 5, 1, 2, 1, 2, 1, 1, 1, 0));
 }
 
-/* 3x3 stride-1 between 64 channels or more: Winograd on AVX-512 machines (lib/cpu.c), whose
- * transforms round differently from a direct sum; the same tolerances hold. */
-TEST(test_conv_winograd)
-{
-	CHECK(conv_case(2, 9, 10, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));
-	CHECK(conv_case(3, 7, 7, 64, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0));
-}
-
 /* Post-operations against their formula: y = max(0, conv + b + y_before). Backward ignores
  * them (the same gradients as without). */
-static int conv_post_case(int groups, int bias, int post)
+static int conv_post_case_shape(int h, int w, int c, int cout, int groups, int bias, int post)
 {
-	struct bt_conv_desc d = { 2, 6, 5, 4, 0, 0, 8, 3, 3, 1, 1, 1, 1, 1, 1, groups, bias, 0, 0 };
+	struct bt_conv_desc d = { 2, h, w, c, 0, 0, cout, 3, 3, 1, 1, 1, 1, 1, 1, groups, bias, 0, 0 };
 	size_t nx, ny, nw;
 	float *x, *wt, *b, *y, *y0, *dy, *dx, *dx0;
 	double *ry;
@@ -280,9 +272,43 @@ static int conv_post_case(int groups, int bias, int post)
 	ok = 1;
 out:
 	if (!ok)
-		fprintf(stderr, "  conv post %d groups %d bias %d: %s\n", post, groups, bias, bt_errmsg());
+		fprintf(stderr, "  conv post %d %dx%dx%d -> %d groups %d bias %d: %s\n", post, h, w,
+			c, cout, groups, bias, bt_errmsg());
 	free(x), free(wt), free(b), free(y), free(y0), free(dy), free(dx), free(dx0), free(ry);
 	return ok;
+}
+
+static int conv_post_case(int groups, int bias, int post)
+{
+	return conv_post_case_shape(6, 5, 4, 8, groups, bias, post);
+}
+
+/* 3x3 stride-1 between 64 channels or more: Winograd on AVX-512 machines (lib/cpu.c), whose
+ * transforms round differently from a direct sum; the same tolerances hold. */
+TEST(test_conv_winograd)
+{
+	struct bt_conv_desc d = { 2, 9, 10, 64, 9, 10, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0 };
+	const char *impl = bt_cpu_conv_impl(cpu, &d, 0);
+
+	CHECK(impl != NULL);
+	if (strncmp(impl, "jit_wino", 8) != 0) {
+		fprintf(stderr, "  note: %s here, not Winograd (AVX-512 only); direct checked\n",
+			impl);
+	} else {
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &d, 1), "jit_wino", 8) == 0);
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &d, 2), "jit_wino", 8) == 0);
+		d.post = BT_CONV_POST_RELU; /* inference, batch norm folded */
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &d, 0), "jit_wino", 8) == 0);
+		d.post = BT_CONV_POST_SUM; /* reads y in place: direct */
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &d, 0), "jit_wino", 8) != 0);
+		d.post = 0;
+		d.c = 32; /* too few channels */
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &d, 0), "jit_wino", 8) != 0);
+	}
+	CHECK(conv_case(2, 9, 10, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));
+	CHECK(conv_case(3, 7, 7, 64, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0));
+	for (int post = 1; post <= 3; post++)
+		CHECK(conv_post_case_shape(8, 7, 64, 64, 1, 1, post));
 }
 
 TEST(test_conv_post_ops)

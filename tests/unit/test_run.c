@@ -364,11 +364,11 @@ TEST(fused_inference_matches_on_zoo_models)
 		}
 		fprintf(stderr, "  %s: fused against unfused logits, largest relative error %.2e\n",
 			m[k].name, err);
-		/* 1e-3, not float32's 1e-5: on AVX-512, 3x3 convolutions of 64 channels and up run
+		/* 5e-4, not float32's 1e-5: on AVX-512, 3x3 convolutions of 64 channels and up run
 		 * Winograd (lib/cpu.c) except where a residual sum is fused, so the two passes
-		 * round differently through 8 to 16 layers; a fused node gone wrong is off by
-		 * far more. */
-		CHECK(err < 1e-3);
+		 * round differently through 8 to 16 layers (6.4e-5 seen); a fused node gone wrong
+		 * is off by far more. */
+		CHECK(err < 5e-4);
 		/* training output does not depend on the running statistics it updates */
 		CHECK_EQ(bt_run_forward(r, x, 2, 1, 0), BT_OK);
 		memcpy(train1, bt_run_logits(r), sizeof train1);
