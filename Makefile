@@ -22,7 +22,10 @@ BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
 
 CC ?= cc
 CFLAGS ?= -O2 -g
-BT_CFLAGS = -std=gnu11 -Wall -Wextra -pthread -fopenmp -Ilib -Icmd
+# -ffp-contract=off: no fused multiply-adds behind the code's back (GNU C's default allows
+# them wherever -march gives FMA), so host results keep the rounding the GPU's _rn kernels
+# and the bit-exact tests expect whatever CFLAGS adds.
+BT_CFLAGS = -std=gnu11 -Wall -Wextra -pthread -fopenmp -ffp-contract=off -Ilib -Icmd
 LDLIBS = -ldnnl -ljpeg -lpng16 -lz -lm -fopenmp -pthread
 
 # ---- detection ------------------------------------------------------------------------

@@ -88,6 +88,7 @@ struct stage {
 
 struct bt_cuda {
 	int device;
+	int major;                 /* compute capability */
 	int tf32;
 	int conv_find;             /* choose convolution algorithms by timing them */
 	int bn;                    /* BT_CUDA_BN_*: who does batch norm (bn_own) */
@@ -148,9 +149,16 @@ static int cuda_fail(cudaError_t e, const char *call)
 static int dnn_fail(cudnnStatus_t s, const char *call)
 {
 	char name[64], detail[256] = "";
-	int st = s == CUDNN_STATUS_NOT_SUPPORTED ? BT_ERR_UNSUPPORTED
-		 : s == CUDNN_STATUS_ALLOC_FAILED ? BT_ERR_NOMEM
-						  : BT_ERR_CUDA;
+	/* cuDNN 9's codes are a category (thousands) plus a detail: every NOT_SUPPORTED_* (arch,
+	 * layout, a sublibrary) is unsupported; host and device allocation failures are out of
+	 * memory (the deprecated ALLOC_FAILED is only the host one). */
+	int st = CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED ||
+				 s == CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED
+			 ? BT_ERR_UNSUPPORTED
+		 : s == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+				 s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED
+			 ? BT_ERR_NOMEM
+			 : BT_ERR_CUDA;
 	dl.cudnnGetLastErrorString(detail, sizeof detail);
 	return bt_error(st, "cuDNN: %s: %s%s%s", call_name(call, name, sizeof name),
 			dl.cudnnGetErrorString(s), detail[0] ? ": " : "", detail);
@@ -188,8 +196,14 @@ static int blas_fail(cublasStatus_t s, const char *call)
 			goto out;                                                       \
 		}                                                                       \
 	} while (0)
-/* A launcher of kernels.cu. */
-#define KERN(call) CU(call)
+/* A launcher of kernels.cu; each returns cudaGetLastError(), so an error left pending by a
+ * library call that coped with it (cudnnFind* trying an algorithm whose allocation failed)
+ * is cleared first rather than blamed on the kernel. Sticky errors come back regardless. */
+#define KERN(call)                                                                      \
+	do {                                                                            \
+		(void)cudaGetLastError();                                               \
+		CU(call);                                                               \
+	} while (0)
 #define CHECK(cond)                                                                     \
 	do {                                                                            \
 		if ((rc = (cond)) < 0)                                                  \
@@ -320,8 +334,10 @@ out:
 
 static int g_supports(void *ctx, int dtype)
 {
-	(void)ctx;
-	return dtype == BT_DTYPE_F32 || dtype == BT_DTYPE_F16 || dtype == BT_DTYPE_BF16;
+	struct bt_cuda *cu = (struct bt_cuda *)ctx;
+	/* bfloat16 convolutions and GEMMs need compute capability 8.0 (Ampere) or later */
+	return dtype == BT_DTYPE_F32 || dtype == BT_DTYPE_F16 ||
+	       (dtype == BT_DTYPE_BF16 && cu->major >= 8);
 }
 
 
@@ -1468,6 +1484,7 @@ extern "C" int bt_backend_cuda(struct bt_backend *be, int device)
 	 * this thread (or one that selected the same device). */
 	CU(cudaSetDevice(device));
 	CU(cudaGetDeviceProperties(&prop, device));
+	cu->major = prop.major;
 	CU(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
 	CU(cudaStreamCreateWithFlags(&cu->copy, cudaStreamNonBlocking));
 	for (int i = 0; i < 2; i++) {
