@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include <cuda_runtime_api.h>
+
 extern "C" {
 #include "../bt.h"
 }
@@ -53,6 +55,15 @@ static void load(void)
 	BT_DL_CUBLAS_TYPED(DL_BLAS)
 #undef DL_DNN
 #undef DL_BLAS
+	/* libcudnn.so.9 exists for CUDA 12 and for CUDA 13; the other one loads, then fails at
+	 * cudnnCreate with a bare "incompatible runtime" */
+	if (dl.cudnnGetCudartVersion() / 1000 != CUDART_VERSION / 1000) {
+		snprintf(reason, sizeof reason,
+			 "%s is built for CUDA %d, bt for CUDA %d: put the cuDNN for CUDA %d first in LD_LIBRARY_PATH",
+			 cudnn_so, (int)(dl.cudnnGetCudartVersion() / 1000), CUDART_VERSION / 1000,
+			 CUDART_VERSION / 1000);
+		goto fail;
+	}
 	return;
 fail:
 	status = BT_ERR_UNSUPPORTED;

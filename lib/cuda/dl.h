@@ -16,6 +16,7 @@
 
 #define BT_DL_CUDNN(X)                                                                    \
 	X(cudnnCreate) X(cudnnDestroy) X(cudnnSetStream) X(cudnnGetVersion)                \
+	X(cudnnGetCudartVersion)                                                            \
 	X(cudnnGetErrorString) X(cudnnGetLastErrorString)                                   \
 	X(cudnnCreateTensorDescriptor) X(cudnnDestroyTensorDescriptor)                      \
 	X(cudnnSetTensor4dDescriptor) X(cudnnCreateFilterDescriptor)                        \
