@@ -311,6 +311,36 @@ TEST(test_conv_winograd)
 		CHECK(conv_post_case_shape(8, 7, 64, 64, 1, 1, post));
 }
 
+/* Few input channels, or 16 channels on outputs narrower than 32, take oneDNN's plain jit
+ * kernel instead of its first choice (lib/cpu.c, prefer_jit); the results are checked here
+ * like any other convolution's. */
+TEST(test_conv_jit_choice)
+{
+	struct bt_conv_desc stem = { 2, 28, 28, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 };
+	struct bt_conv_desc narrow = { 2, 28, 28, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 };
+	struct bt_conv_desc wide = { 2, 32, 32, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 };
+	const char *a = bt_cpu_conv_impl(cpu, &stem, 0), *b = bt_cpu_conv_impl(cpu, &narrow, 0);
+	const char *c = bt_cpu_conv_impl(cpu, &wide, 0);
+
+	CHECK(a && b && c);
+	const char *off = getenv("BT_CPU_JIT");
+
+	if (off && off[0] == '0') {
+		fprintf(stderr, "  note: BT_CPU_JIT=0; the choice is not tested\n");
+	} else if (strstr(c, "brgconv")) { /* AVX-512: oneDNN's first choice is brgconv */
+		CHECK(strncmp(a, "jit:", 4) == 0);
+		CHECK(strncmp(b, "jit:", 4) == 0);
+		narrow.post = BT_CONV_POST_SUM | BT_CONV_POST_RELU;
+		CHECK(strncmp(bt_cpu_conv_impl(cpu, &narrow, 0), "jit:", 4) == 0);
+	} else {
+		fprintf(stderr, "  note: %s for 16 channels at 32x32 here; the choice is not tested\n", c);
+	}
+	CHECK(conv_case(2, 28, 28, 1, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0));
+	CHECK(conv_case(2, 28, 28, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));
+	for (int post = 1; post <= 3; post++)
+		CHECK(conv_post_case_shape(14, 14, 16, 16, 1, 1, post));
+}
+
 TEST(test_conv_post_ops)
 {
 	for (int post = 1; post <= 3; post++) {
@@ -693,6 +723,7 @@ int main(void)
 	RUN(test_conv_groups);
 	RUN(test_conv_asymmetric_kernels);
 	RUN(test_conv_winograd);
+	RUN(test_conv_jit_choice);
 	RUN(test_conv_post_ops);
 	RUN(test_bn);
 	RUN(test_pool_max);
