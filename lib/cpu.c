@@ -444,10 +444,39 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void)
 	return attr;
 }
 
-/* post: BT_CONV_POST_* flags, as oneDNN post-operations in that order (sum, then ReLU). Quiet:
- * the status is returned, for callers that have another choice. */
+/* The first of oneDNN's implementations whose name starts with "jit:" (its plain JIT kernel,
+ * any ISA); dnnl_unimplemented when it has none. */
+static dnnl_status_t pd_first_jit(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu,
+				  const void *op_desc, const_dnnl_primitive_attr_t attr)
+{
+	dnnl_primitive_desc_iterator_t it = NULL;
+	dnnl_status_t s = dnnl_primitive_desc_iterator_create(&it, op_desc, attr, cpu->engine, NULL);
+
+	*pd = NULL;
+	if (s != dnnl_success)
+		return s;
+	do {
+		dnnl_primitive_desc_t p = dnnl_primitive_desc_iterator_fetch(it);
+		const char *name = NULL;
+		if (!p)
+			break;
+		if (dnnl_primitive_desc_query(p, dnnl_query_impl_info_str, 0, &name) ==
+			    dnnl_success &&
+		    name && strncmp(name, "jit:", 4) == 0) {
+			*pd = p;
+			break;
+		}
+		dnnl_primitive_desc_destroy(p);
+	} while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+	dnnl_primitive_desc_iterator_destroy(it);
+	return *pd ? dnnl_success : dnnl_unimplemented;
+}
+
+/* post: BT_CONV_POST_* flags, as oneDNN post-operations in that order (sum, then ReLU); jit:
+ * take pd_first_jit's choice instead of oneDNN's first. Quiet: the status is returned, for
+ * callers that have another choice. */
 static dnnl_status_t pd_try_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
-				 const_dnnl_primitive_desc_t hint, int post)
+				 const_dnnl_primitive_desc_t hint, int post, int jit)
 {
 	dnnl_primitive_attr_t attr = user_scratchpad_attr();
 	dnnl_post_ops_t po = NULL;
@@ -466,7 +495,8 @@ static dnnl_status_t pd_try_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, 
 			dnnl_post_ops_destroy(po);
 	}
 	if (s == dnnl_success)
-		s = dnnl_primitive_desc_create(pd, op_desc, attr, cpu->engine, hint);
+		s = jit ? pd_first_jit(pd, cpu, op_desc, attr)
+			: dnnl_primitive_desc_create(pd, op_desc, attr, cpu->engine, hint);
 	dnnl_primitive_attr_destroy(attr);
 	return s;
 }
@@ -474,7 +504,7 @@ static dnnl_status_t pd_try_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, 
 static int pd_create_post(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
 			  const_dnnl_primitive_desc_t hint, int post, const char *what)
 {
-	dnnl_status_t s = pd_try_post(pd, cpu, op_desc, hint, post);
+	dnnl_status_t s = pd_try_post(pd, cpu, op_desc, hint, post, 0);
 	if (s == dnnl_out_of_memory)
 		return bt_error(BT_ERR_NOMEM, "oneDNN: %s: out of memory", what);
 	return s == dnnl_success ? BT_OK : dnnl_fail(s, what);
@@ -644,52 +674,6 @@ static int prefer_jit(const struct bt_conv_desc *d)
 	       (d->c <= 4 || (d->c <= 16 && d->cout <= 16 && d->ow < 32));
 }
 
-/* The first implementation whose name starts with "jit:" (the plain JIT kernel, any ISA),
- * or oneDNN's first choice when it has none; quiet. */
-static dnnl_status_t pd_jit(dnnl_primitive_desc_t *pd, struct bt_cpu *cpu, const void *op_desc,
-			    int post)
-{
-	dnnl_primitive_attr_t attr = user_scratchpad_attr();
-	dnnl_post_ops_t po = NULL;
-	dnnl_primitive_desc_iterator_t it = NULL;
-	dnnl_status_t s = dnnl_success;
-
-	*pd = NULL;
-	if (!attr)
-		return dnnl_out_of_memory;
-	if (post) {
-		s = dnnl_post_ops_create(&po);
-		if (s == dnnl_success && (post & BT_CONV_POST_SUM))
-			s = dnnl_post_ops_append_sum(po, 1.0f);
-		if (s == dnnl_success && (post & BT_CONV_POST_RELU))
-			s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
-		if (s == dnnl_success)
-			s = dnnl_primitive_attr_set_post_ops(attr, po);
-		if (po)
-			dnnl_post_ops_destroy(po);
-	}
-	if (s == dnnl_success)
-		s = dnnl_primitive_desc_iterator_create(&it, op_desc, attr, cpu->engine, NULL);
-	dnnl_primitive_attr_destroy(attr);
-	if (s != dnnl_success)
-		return s;
-	do {
-		dnnl_primitive_desc_t p = dnnl_primitive_desc_iterator_fetch(it);
-		const char *name = NULL;
-		if (!p)
-			break;
-		if (dnnl_primitive_desc_query(p, dnnl_query_impl_info_str, 0, &name) ==
-			    dnnl_success &&
-		    name && strncmp(name, "jit:", 4) == 0) {
-			*pd = p;
-			break;
-		}
-		dnnl_primitive_desc_destroy(p);
-	} while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
-	dnnl_primitive_desc_iterator_destroy(it);
-	return *pd ? dnnl_success : dnnl_unimplemented;
-}
-
 /* Winograd where oneDNN has it for this shape and machine, else direct on NHWC; m says
  * which, for the backward descriptors that follow. */
 static int conv_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, struct conv_mds *m,
@@ -705,7 +689,7 @@ static int conv_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, struct con
 			&cd, dnnl_forward_training, m->alg, &m->xa, &m->wa, bias ? &m->b : NULL,
 			&m->ya, m->strides, m->dil, m->pl, m->pr);
 		if (s == dnnl_success)
-			s = pd_try_post(pd, cpu, &cd, NULL, post);
+			s = pd_try_post(pd, cpu, &cd, NULL, post, 0);
 		if (s == dnnl_success) {
 			const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(
 				*pd, dnnl_query_weights_md, 0);
@@ -723,7 +707,7 @@ static int conv_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, struct con
 		&m->xa, &m->wa, bias ? &m->b : NULL, &m->ya, m->strides, m->dil, m->pl, m->pr);
 	if (s != dnnl_success)
 		return dnnl_fail(s, "convolution descriptor");
-	if (m->jit && pd_jit(pd, cpu, &cd, post) == dnnl_success)
+	if (m->jit && pd_try_post(pd, cpu, &cd, NULL, post, 1) == dnnl_success)
 		return BT_OK;
 	return pd_create_post(pd, cpu, &cd, NULL, post, "convolution forward");
 }
