@@ -80,6 +80,8 @@ struct bt_cpu {
 	size_t scratch_bytes;
 	float *aux;                /* batch norm variance, (C) */
 	size_t aux_floats;
+	int wino_min;              /* Winograd from this many channels; 0: never (BT_CPU_WINO) */
+	int prefer_jit;            /* the plain jit kernel for narrow layers (BT_CPU_JIT) */
 	char desc[160];
 };
 
@@ -140,6 +142,13 @@ int bt_cpu_new(struct bt_cpu **out_cpu, int threads)
 	cpu = calloc(1, sizeof *cpu);
 	if (!cpu)
 		return bt_error(BT_ERR_NOMEM, "cpu context");
+	{
+		const char *w = getenv("BT_CPU_WINO"), *j = getenv("BT_CPU_JIT");
+		cpu->wino_min = w ? atoi(w) : 64;
+		if (cpu->wino_min < 0)
+			cpu->wino_min = 0;
+		cpu->prefer_jit = !(j && j[0] == '0');
+	}
 	cpu->cap = 64;
 	cpu->tab = calloc(cpu->cap, sizeof *cpu->tab);
 	if (!cpu->tab) {
@@ -585,29 +594,27 @@ struct conv_mds {
  * (relative error about 1e-5 per layer against 1e-7). Never where a residual sum is fused:
  * the sum post-op reads y in the primitive's layout. BT_CPU_WINO=0 turns it off, =N sets
  * the smallest channel count. */
-static int wino_min_channels(void)
+static int wino_wanted(const struct bt_cpu *cpu, const struct bt_conv_desc *d)
 {
-	static int v = -1;
-	if (v < 0) {
-		const char *e = getenv("BT_CPU_WINO");
-		v = e ? atoi(e) : 64;
-		if (v < 0)
-			v = 0;
-	}
-	return v;
-}
-
-static int wino_wanted(const struct bt_conv_desc *d)
-{
-	int min = wino_min_channels();
+	int min = cpu->wino_min;
 	return min > 0 && d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->dh == 1 &&
 	       d->dw == 1 && d->groups == 1 && !(d->post & BT_CONV_POST_SUM) && d->c >= min &&
 	       d->cout >= min && d->oh >= 7 && d->ow >= 7;
 }
 
-static int prefer_jit(const struct bt_conv_desc *d);
+/* oneDNN's first choice for a direct forward convolution on AVX-512 is brgconv; its plain
+ * jit kernel is faster on few input channels and on narrow 16-channel layers (2026-11-29,
+ * mb 45-128, ms: 1 -> 16 at 28x28 0.11 against 0.23; 3 -> 16 at 32x32 0.38 against 0.49;
+ * 16 -> 16 at 28x28 1.31-1.45 against 1.68-2.00, at 14x14 0.30 against 0.35; but at 32x32
+ * and 56x56 brgconv wins, and at 32 channels and up). A rule on the shape, not a timing,
+ * so the same shapes always take the same kernel. BT_CPU_JIT=0 keeps oneDNN's order. */
+static int prefer_jit(const struct bt_cpu *cpu, const struct bt_conv_desc *d)
+{
+	return cpu->prefer_jit && d->groups == 1 &&
+	       (d->c <= 4 || (d->c <= 16 && d->cout <= 16 && d->ow < 32));
+}
 
-static int conv_mds_init(struct conv_mds *m, const struct bt_conv_desc *d)
+static int conv_mds_init(struct conv_mds *m, const struct bt_cpu *cpu, const struct bt_conv_desc *d)
 {
 	dnnl_dims_t xd = { d->n, d->c, d->h, d->w }, yd = { d->n, d->cout, d->oh, d->ow };
 	dnnl_dims_t bd = { d->cout };
@@ -615,7 +622,7 @@ static int conv_mds_init(struct conv_mds *m, const struct bt_conv_desc *d)
 
 	memset(m, 0, sizeof *m);
 	m->alg = dnnl_convolution_direct;
-	m->jit = prefer_jit(d);
+	m->jit = prefer_jit(cpu, d);
 	if ((rc = md_init(&m->x, 4, xd, dnnl_nhwc)) || (rc = md_init(&m->y, 4, yd, dnnl_nhwc)) ||
 	    (rc = md_init(&m->b, 1, bd, dnnl_x)))
 		return rc;
@@ -648,30 +655,13 @@ static int conv_mds_init(struct conv_mds *m, const struct bt_conv_desc *d)
 	m->pl[1] = d->pw;
 	m->pr[0] = pad_right(d->h, d->oh, d->kh, d->sh, d->dh, d->ph);
 	m->pr[1] = pad_right(d->w, d->ow, d->kw, d->sw, d->dw, d->pw);
-	if (wino_wanted(d)) {
+	if (wino_wanted(cpu, d)) {
 		if ((rc = md_init(&m->xa, 4, xd, dnnl_format_tag_any)) ||
 		    (rc = md_init(&m->ya, 4, yd, dnnl_format_tag_any)))
 			return rc;
 		m->alg = dnnl_convolution_winograd;
 	}
 	return BT_OK;
-}
-
-/* oneDNN's first choice for a direct forward convolution on AVX-512 is brgconv; its plain
- * jit kernel is faster on few input channels and on narrow 16-channel layers (2026-11-29,
- * mb 45-128, ms: 1 -> 16 at 28x28 0.11 against 0.23; 3 -> 16 at 32x32 0.38 against 0.49;
- * 16 -> 16 at 28x28 1.31-1.45 against 1.68-2.00, at 14x14 0.30 against 0.35; but at 32x32
- * and 56x56 brgconv wins, and at 32 channels and up). A rule on the shape, not a timing,
- * so the same shapes always take the same kernel. BT_CPU_JIT=0 keeps oneDNN's order. */
-static int prefer_jit(const struct bt_conv_desc *d)
-{
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("BT_CPU_JIT");
-		on = !(e && e[0] == '0');
-	}
-	return on && d->groups == 1 &&
-	       (d->c <= 4 || (d->c <= 16 && d->cout <= 16 && d->ow < 32));
 }
 
 /* Winograd where oneDNN has it for this shape and machine, else direct on NHWC; m says
@@ -718,7 +708,7 @@ static int build_conv_fwd(struct bt_cpu *cpu, struct bt_entry *e, const void *de
 	struct conv_mds m;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->pd, &m, d->bias, d->post)))
+	if ((rc = conv_mds_init(&m, cpu, d)) || (rc = conv_fwd_pd(cpu, &e->pd, &m, d->bias, d->post)))
 		return rc;
 	/* With a sum post-operation the primitive reads y, so y must be its own layout
 	 * (always so: activations are asked for in NHWC). */
@@ -739,7 +729,7 @@ static int build_conv_bwd_data(struct bt_cpu *cpu, struct bt_entry *e, const voi
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, 0, 0)))
+	if ((rc = conv_mds_init(&m, cpu, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, 0, 0)))
 		return rc;
 	s = dnnl_dilated_convolution_backward_data_desc_init(&cd, m.alg, &m.xa,
 							     &m.wa, &m.ya, m.strides, m.dil,
@@ -764,7 +754,7 @@ static int build_conv_bwd_w(struct bt_cpu *cpu, struct bt_entry *e, const void *
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = conv_mds_init(&m, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, d->bias, 0)))
+	if ((rc = conv_mds_init(&m, cpu, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, d->bias, 0)))
 		return rc;
 	s = dnnl_dilated_convolution_backward_weights_desc_init(
 		&cd, m.alg, &m.xa, &m.wa, d->bias ? &m.b : NULL, &m.ya,
