@@ -16,8 +16,9 @@
  *
  * Checklist when adding an op: enum bt_op and bt_op_name (graph.c), a builder here with
  * shape inference and parameters, bt_graph_macs (graph.c), each backend's forward and
- * backward (lib/cpu/, lib/cuda/), the op's naive reference and finite-difference test
- * (tests/unit/test_ops.c), docs/DESIGN.md.
+ * backward (lib/cpu.c or lib/cpu_backend.c, lib/cuda/), the executor (lib/run.c), the
+ * op's naive reference and finite-difference test (tests/unit/test_cpu.c), its CUDA case
+ * (tests/gpu/test_cuda.c); docs/DESIGN.md has the full list.
  * Checklist when adding a model: lib/zoo.c (builder and the name table), its published
  * parameter count in tests/unit/test_zoo.c, man/man1/bt-info.1 (--model), man/man1/bt-train.1.
  */
