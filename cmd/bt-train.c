@@ -29,6 +29,7 @@
 #include "checkpoint.h"
 #include "graph.h"
 #include "loader.h"
+#include "outfile.h"
 #include "rng.h"
 #include "run.h"
 #include "tool.h"
@@ -596,6 +597,8 @@ static int link_as(const char *src, const char *dst)
 	else if (rename(tmp, dst) != 0) {
 		st = bt_error_errno("cannot rename '%s' to '%s'", tmp, dst);
 		unlink(tmp);
+	} else {
+		st = bt_outfile_sync_dir(dst);
 	}
 	free(tmp);
 	return st;
@@ -1254,7 +1257,7 @@ static int load_position(struct trainer *t, const struct bt_ckpt *ck)
 	return BT_OK;
 }
 
-/* A process killed while saving leaves its temporary file (NAME.btc.tmp.PID) behind;
+/* A process killed while saving leaves its temporary file (NAME.btc.tmp.XXXXXX) behind;
  * such a file is never a valid checkpoint. */
 static void remove_stale_temporaries(const char *rundir)
 {

@@ -3,8 +3,8 @@
  *
  * The writer lays the whole file out first (every size is known from the sections and the
  * tensor shapes), computes the CRCs in one pass over the tensor data, then streams the file
- * to a temporary name beside the target and renames it into place, so a crash leaves the
- * old checkpoint or the new one. The reader loads the whole file and checks all of it
+ * to a temporary name beside the target and renames it into place after an fsync
+ * (outfile.h), so a crash leaves the old checkpoint or the new one. The reader loads the whole file and checks all of it
  * before handing anything out: a checkpoint is either read completely or refused, and no
  * input, however damaged, makes it read outside the buffer.
  */
@@ -12,6 +12,7 @@
 #include "checkpoint.h"
 #include "bt.h"
 #include "le.h"
+#include "outfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -475,40 +476,15 @@ static int emit_payload(struct out *o, const struct bt_ckpt *c, int s, const uin
 	return BT_OK;
 }
 
-static int fsync_dir(const char *path)
-{
-	char *dir = strdup(path), *slash;
-	int fd, st = BT_OK;
-	if (!dir)
-		return bt_error(BT_ERR_NOMEM, "out of memory");
-	slash = strrchr(dir, '/');
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = 0;
-	else
-		*slash = 0;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		st = bt_error_errno("cannot open directory '%s'", dir);
-	} else {
-		/* Some file systems cannot sync a directory; the rename is done all the same. */
-		if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS && errno != EBADF)
-			st = bt_error_errno("cannot sync directory '%s'", dir);
-		close(fd);
-	}
-	free(dir);
-	return st;
-}
-
 int bt_ckpt_write(const struct bt_ckpt *c, const char *path)
 {
 	uint64_t len[S_COUNT], start[S_COUNT], *toff = NULL, pos, fsize;
 	uint32_t crc[S_COUNT];
 	uint8_t hdr[BT_CKPT_HEADER], sh[SECTION_HEADER];
 	struct out o = {0};
-	char *tmp = NULL, *iobuf = NULL;
-	int fd = -1, st = BT_OK;
+	struct bt_outfile of = {0};
+	char *iobuf = NULL;
+	int st = BT_OK;
 
 	/* The values and names were checked on the way in; a caller filling the struct by
 	 * hand still cannot produce an unreadable file. */
@@ -555,26 +531,11 @@ int bt_ckpt_write(const struct bt_ckpt *c, const char *path)
 		fsize = start[s] + SECTION_HEADER + len[s];
 	}
 
-	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-		tmp = NULL;
-		st = bt_error(BT_ERR_NOMEM, "out of memory");
+	if ((st = bt_outfile_open(&of, path)) < 0)
 		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		st = bt_error_errno("cannot create '%s'", tmp);
-		free(tmp);
-		tmp = NULL;
-		goto out;
-	}
-	o.fp = fdopen(fd, "wb");
-	if (!o.fp) {
-		st = bt_error_errno("%s", tmp);
-		close(fd);
-		goto out;
-	}
-	o.name = tmp;
-	if ((iobuf = malloc(IOBUF)))
+	o.fp = of.fp;
+	o.name = bt_outfile_name(&of);
+	if (o.fp != stdout && (iobuf = malloc(IOBUF)))
 		setvbuf(o.fp, iobuf, _IOFBF, IOBUF);
 
 	memcpy(hdr, file_magic, 8);
@@ -625,29 +586,9 @@ int bt_ckpt_write(const struct bt_ckpt *c, const char *path)
 			      (unsigned long long)o.off, (unsigned long long)fsize);
 		goto out;
 	}
-	if (fflush(o.fp) != 0 || fsync(fileno(o.fp)) != 0) {
-		st = bt_error_errno("%s", tmp);
-		goto out;
-	}
-	if (fclose(o.fp) != 0) {
-		o.fp = NULL;
-		st = bt_error_errno("%s", tmp);
-		goto out;
-	}
-	o.fp = NULL;
-	if (rename(tmp, path) != 0) {
-		st = bt_error_errno("cannot rename '%s' to '%s'", tmp, path);
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	st = fsync_dir(path);
+	st = bt_outfile_commit(&of, 1);
 out:
-	if (o.fp)
-		fclose(o.fp);
-	if (tmp)
-		unlink(tmp);
-	free(tmp);
+	bt_outfile_abort(&of);
 	free(iobuf);
 	free(toff);
 	return st;

@@ -3,6 +3,8 @@
 #include "outfile.h"
 #include "bt.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -92,7 +94,29 @@ int bt_outfile_commit(struct bt_outfile *o, int sync)
 		st = bt_error_errno("cannot rename '%s' to '%s'", o->tmp, o->path);
 	if (st < 0 && o->tmp)
 		unlink(o->tmp);
+	else if (o->tmp && sync)
+		st = bt_outfile_sync_dir(o->path);
 	closed(o);
+	return st;
+}
+
+int bt_outfile_sync_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash == path ? strdup("/") : slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+	int fd, st = BT_OK;
+
+	if (!dir)
+		return bt_error(BT_ERR_NOMEM, "out of memory");
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		st = bt_error_errno("cannot open directory '%s'", dir);
+	} else {
+		if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS && errno != EBADF)
+			st = bt_error_errno("cannot sync directory '%s'", dir);
+		close(fd);
+	}
+	free(dir);
 	return st;
 }
 

@@ -2,7 +2,9 @@
  *
  * A regular file (new or existing) is written under a temporary name beside it
  * (NAME.tmp.XXXXXX, mode 0666 less the umask) and renamed over NAME on commit, after an
- * optional fsync; abort removes the temporary file, so a failure leaves NAME as it was.
+ * optional fsync (and, with it, an fsync of the directory after the rename, so that the
+ * new name survives a crash too); abort removes the temporary file, so a failure leaves
+ * NAME as it was.
  * A file replaced keeps its permission bits; a symbolic link is followed (the file it
  * names is replaced, the link stays).
  * "-" is standard output. A NAME that exists and is not a regular file (/dev/null,
@@ -34,5 +36,9 @@ int bt_outfile_commit(struct bt_outfile *o, int sync);
 
 /* Closes o and removes its temporary file; safe on a closed or zeroed o. */
 void bt_outfile_abort(struct bt_outfile *o);
+
+/* fsyncs the directory that holds path, so that a rename or link into it is durable. File
+ * systems that cannot sync a directory (EINVAL, EROFS) are not an error. */
+int bt_outfile_sync_dir(const char *path);
 
 #endif
