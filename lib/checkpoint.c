@@ -4,9 +4,9 @@
  * The writer lays the whole file out first (every size is known from the sections and the
  * tensor shapes), computes the CRCs in one pass over the tensor data, then streams the file
  * to a temporary name beside the target and renames it into place after an fsync
- * (outfile.h), so a crash leaves the old checkpoint or the new one. The reader loads the whole file and checks all of it
- * before handing anything out: a checkpoint is either read completely or refused, and no
- * input, however damaged, makes it read outside the buffer.
+ * (outfile.h), so a crash leaves the old checkpoint or the new one. The reader loads the
+ * whole file and checks all of it before handing anything out: a checkpoint is either read
+ * completely or refused, and no input, however damaged, makes it read outside the buffer.
  */
 #define _GNU_SOURCE
 #include "checkpoint.h"
