@@ -27,6 +27,8 @@ static const uint8_t end_marker[4] = {'B', 'T', 'R', 'E'};
 #define MAX_PAYLOAD (UINT64_C(1) << 40)
 #define MAX_CLASS_NAME (1u << 16)
 #define IOBUF (1u << 20)
+/* The largest record a seek reads whole with pread; larger ones go through fp. */
+#define WIN_MAX ((uint64_t)16 << 20)
 
 
 const char *bt_payload_name(int kind)
@@ -390,15 +392,35 @@ struct bt_record_reader {
 	size_t bufcap;
 	float *soft;
 	size_t softcap;
+	/* Random access: the record a seek lands on, read whole with one pread (a buffered
+	 * read after a seek would refill all of IOBUF for it); rd serves from here first, then
+	 * from fp, which is sought to pos first when resync is set. */
+	uint8_t *win;
+	size_t wincap, winlen, winpos;
+	int resync;
 };
 
 /* Reads exactly n bytes: returns n, or fewer at end of file (then errors are told apart by
  * ferror). */
 static size_t rd(bt_record_reader *r, void *p, size_t n)
 {
-	size_t got = n ? fread(p, 1, n, r->fp) : 0;
-	r->pos += got;
-	return got;
+	size_t got = 0, more;
+	if (r->winpos < r->winlen) {
+		got = r->winlen - r->winpos < n ? r->winlen - r->winpos : n;
+		memcpy(p, r->win + r->winpos, got);
+		r->winpos += got;
+		r->pos += got;
+		if (got == n)
+			return n;
+	}
+	if (r->resync) {
+		if (fseeko(r->fp, (off_t)r->pos, SEEK_SET) != 0)
+			return got;
+		r->resync = 0;
+	}
+	more = n - got ? fread((uint8_t *)p + got, 1, n - got, r->fp) : 0;
+	r->pos += more;
+	return got + more;
 }
 
 static int rd_fail(bt_record_reader *r, const char *what)
@@ -615,6 +637,7 @@ void bt_record_reader_close(bt_record_reader *r)
 	drop_footer(r);
 	free(r->buf);
 	free(r->soft);
+	free(r->win);
 	free(r);
 }
 
@@ -880,8 +903,22 @@ int bt_record_reader_seek(bt_record_reader *r, uint64_t index)
 		return bt_error(BT_ERR_INVALID, "%s: record %llu out of range (%llu records)", r->name,
 				(unsigned long long)index, (unsigned long long)r->count);
 	uint64_t off = index == r->count ? r->footer_off : r->offs[index];
-	if (fseeko(r->fp, (off_t)off, SEEK_SET) != 0)
-		return bt_error_errno("%s", r->name);
+	uint64_t end = index + 1 < r->count ? r->offs[index + 1] : r->footer_off;
+	r->winlen = r->winpos = 0;
+	if (index < r->count && end > off && end - off <= WIN_MAX) {
+		ssize_t got;
+		if (grow((void **)&r->win, &r->wincap, (size_t)(end - off)) < 0)
+			return bt_error(BT_ERR_NOMEM, "out of memory");
+		got = pread(fileno(r->fp), r->win, (size_t)(end - off), (off_t)off);
+		if (got < 0)
+			return bt_error_errno("%s", r->name);
+		r->winlen = (size_t)got;
+		r->resync = 1;
+	} else {
+		if (fseeko(r->fp, (off_t)off, SEEK_SET) != 0)
+			return bt_error_errno("%s", r->name);
+		r->resync = 0;
+	}
 	r->pos = off;
 	r->index = index;
 	r->done = 0;

@@ -166,6 +166,23 @@ TEST(roundtrip_and_seek)
 		CHECK_EQ(rec.size, (uint64_t)(i * 5) % 3000);
 		CHECK(rec.size == 0 || rec.data[rec.size - 1] == (i & 255));
 	}
+	/* A seek reads its record whole (pread); the records after it come from the buffered
+	 * stream, which must pick up where that record ended. */
+	for (i = 3; i < n; i += 101) {
+		CHECK_EQ(bt_record_reader_seek(r, i), BT_OK);
+		for (int k = i; k < i + 4 && k < n; k++) {
+			CHECK_EQ(bt_record_reader_next(r, &rec), 1);
+			CHECK_EQ(rec.id, 1000 + k);
+			CHECK_EQ(rec.size, (uint64_t)(k * 5) % 3000);
+			CHECK(rec.size == 0 || rec.data[rec.size - 1] == (k & 255));
+		}
+	}
+	CHECK_EQ(bt_record_reader_seek(r, n - 1), BT_OK);
+	CHECK_EQ(bt_record_reader_next(r, &rec), 1);
+	CHECK_EQ(rec.id, 1000 + n - 1);
+	CHECK_EQ(bt_record_reader_next(r, &rec), 0);
+	CHECK_EQ(bt_record_reader_seek(r, n), BT_OK);
+	CHECK_EQ(bt_record_reader_next(r, &rec), 0);
 	CHECK_EQ(bt_record_reader_seek(r, n + 1) < 0, 1);
 	bt_record_reader_close(r);
 }
