@@ -103,9 +103,14 @@ int bt_outfile_commit(struct bt_outfile *o, int sync)
 int bt_outfile_sync_dir(const char *path)
 {
 	const char *slash = strrchr(path, '/');
-	char *dir = slash == path ? strdup("/") : slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+	char *dir;
 	int fd, st = BT_OK;
 
+	/* "a/b" -> "a", "/b" -> "/", "b" -> "." */
+	if (!slash)
+		dir = strdup(".");
+	else
+		dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
 	if (!dir)
 		return bt_error(BT_ERR_NOMEM, "out of memory");
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
