@@ -661,9 +661,11 @@ cudaError_t bt_k_add_to_f32(cudaStream_t s, int dt, float *dw, const void *w, si
  * as sums of x - s and (x - s)^2 with s the channel's first value: shifted sums keep the
  * variance exact to float rounding when the mean is large against the spread.
  *
- * The elementwise passes read per-channel coefficients (scale and shift forward; three
- * terms of dx backward) made once per channel, and take 8 consecutive elements a thread
- * (one 16-byte load for the half types) when C is a multiple of 8, the tensors are 16-byte
+ * The elementwise passes read per-channel coefficients (scale, mean and beta forward; the
+ * three terms of dx and the mean backward) made once per channel, and work from x - mean,
+ * as oneDNN does: x scale + (beta - mean scale) would cancel in float32 where the mean is
+ * large against the spread. They take 8 consecutive elements a thread (one 16-byte load
+ * for the half types) when C is a multiple of 8, the tensors are 16-byte
  * aligned and there are fewer than 2^34 elements; one element a thread otherwise. So a
  * training batch norm reads x twice and writes y (and the mask) once; its backward reads x
  * and dy twice and writes dx once. */
@@ -758,7 +760,7 @@ __device__ static double bn_total(const float *tmp, size_t R, int C, int o)
 
 /* Mean, biased variance (for save_invstd) and the running statistics, which take the
  * unbiased variance (over one value per channel: factor 1 and variance 0, as cpu.c); then
- * y = x scale + shift with scale = gamma invstd, shift = beta - mean scale into coef. */
+ * y = (x - mean) scale + beta with scale = gamma invstd: scale, mean and beta into coef. */
 template <typename T>
 __global__ void k_bn_stats(const T *x, const float *tmp, size_t R, int C, size_t P, const float *gamma,
 			   const float *beta, float eps, float mom, float *mean, float *invstd, float *rm,
@@ -776,12 +778,14 @@ __global__ void k_bn_stats(const T *x, const float *tmp, size_t R, int C, size_t
 		rm[o] = (1 - mom) * rm[o] + mom * mu;
 		rv[o] = (1 - mom) * rv[o] + mom * var * unbias;
 		coef[o] = sc;
-		coef[C + o] = beta[o] - mu * sc;
+		coef[C + o] = mu;
+		coef[2 * C + o] = beta[o];
 	}
 }
 
 /* dbeta += sum g; dgamma += invstd sum g (x - mean); and for dx = gamma invstd (g - mean(g)
- * - (x - mean) invstd^2 mean(g (x - mean))) = A g + B x + D, the per-channel A, B, D. */
+ * - (x - mean) invstd^2 mean(g (x - mean))) = A g + B (x - mean) + D, the per-channel A, B,
+ * D and the mean. */
 __global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, const float *gamma,
 			       const float *mean, const float *invstd, float *dgamma, float *dbeta,
 			       float *coef)
@@ -794,14 +798,15 @@ __global__ void k_bn_bwd_final(const float *tmp, size_t R, int C, size_t P, cons
 		dgamma[o] += (float)(sgx * is);
 		coef[o] = (float)A;
 		coef[C + o] = (float)B;
-		coef[2 * C + o] = (float)(-A * sg / (double)P - B * (double)mean[o]);
+		coef[2 * C + o] = (float)(-A * sg / (double)P);
+		coef[3 * C + o] = mean[o];
 	}
 }
 
-/* Forward: y = x coef[c] + coef[C + c], then with RELU max(0, y) and the mask bit y > 0,
- * with ADD max(0, y + z) (z in dy's place; no mask). Backward (BWD): dx = coef[c] g +
- * coef[C + c] x + coef[2C + c], g = dy masked when RELU. 8 elements a thread: n8 groups of
- * 8, C8 = C / 8 of them a row. */
+/* Forward: y = (x - coef[C + c]) coef[c] + coef[2C + c], then with RELU max(0, y) and the
+ * mask bit y > 0, with ADD max(0, y + z) (z in dy's place; no mask). Backward (BWD): dx =
+ * coef[c] g + coef[C + c] (x - coef[3C + c]) + coef[2C + c], g = dy masked when RELU.
+ * 8 elements a thread: n8 groups of 8, C8 = C / 8 of them a row. */
 template <typename T, int BWD, int RELU, int ADD>
 __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const float *coef,
 			   unsigned n8, unsigned C8, int C)
@@ -813,7 +818,7 @@ __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const
 		if (ADD) {
 			load8(dy + (size_t)q * 8, g);
 			for (int k = 0; k < 8; k++) {
-				float t = v[k] * coef[c + k] + coef[C + c + k] + g[k];
+				float t = (v[k] - coef[C + c + k]) * coef[c + k] + coef[2 * C + c + k] + g[k];
 				v[k] = t > 0.0f ? t : 0.0f;
 			}
 		} else if (BWD) {
@@ -821,12 +826,13 @@ __global__ void k_bn_elem8(const T *x, const T *dy, T *out, uint8_t *mask, const
 			load8(dy + (size_t)q * 8, g);
 			for (int k = 0; k < 8; k++) {
 				float gk = (m >> k) & 1 ? g[k] : 0.0f;
-				v[k] = coef[c + k] * gk + coef[C + c + k] * v[k] + coef[2 * C + c + k];
+				v[k] = coef[c + k] * gk + coef[C + c + k] * (v[k] - coef[3 * C + c + k]) +
+				       coef[2 * C + c + k];
 			}
 		} else {
 			unsigned m = 0;
 			for (int k = 0; k < 8; k++) {
-				float t = v[k] * coef[c + k] + coef[C + c + k];
+				float t = (v[k] - coef[C + c + k]) * coef[c + k] + coef[2 * C + c + k];
 				if (RELU) {
 					m |= (unsigned)(t > 0.0f) << k;
 					t = t > 0.0f ? t : 0.0f;
@@ -856,15 +862,15 @@ __global__ void k_bn_elem1(const T *x, const T *dy, T *out, uint8_t *mask, const
 			int c = (int)(i % (size_t)C);
 			float v = ld(x + i), t;
 			if (ADD) {
-				t = v * coef[c] + coef[C + c] + ld(dy + i);
+				t = (v - coef[C + c]) * coef[c] + coef[2 * C + c] + ld(dy + i);
 				t = t > 0.0f ? t : 0.0f;
 			} else if (BWD) {
 				float g = ld(dy + i);
 				if (RELU && !((mask[i >> 3] >> (i & 7)) & 1))
 					g = 0.0f;
-				t = coef[c] * g + coef[C + c] * v + coef[2 * C + c];
+				t = coef[c] * g + coef[C + c] * (v - coef[3 * C + c]) + coef[2 * C + c];
 			} else {
-				t = v * coef[c] + coef[C + c];
+				t = (v - coef[C + c]) * coef[c] + coef[2 * C + c];
 				if (RELU) {
 					pos = t > 0.0f;
 					t = pos ? t : 0.0f;
@@ -919,7 +925,7 @@ __global__ void k_bn_infer(const T *x, T *y, const float *gamma, const float *be
 size_t bt_k_bn_ws_bytes(const struct bt_bn_desc *d)
 {
 	size_t P = (size_t)d->n * d->h * d->w;
-	return (2 * colsum_chunks(P) * (size_t)d->c + 3 * (size_t)d->c) * sizeof(float);
+	return (2 * colsum_chunks(P) * (size_t)d->c + 4 * (size_t)d->c) * sizeof(float);
 }
 
 size_t bt_k_bn_mask_bytes(const struct bt_bn_desc *d)
