@@ -21,7 +21,7 @@
 static const char usage_text[] =
 	"usage: bt-aug [-q] [-j N] [--mode train|eval] [--input-size N] [--resize N]\n"
 	"              [--crop-ratio R] [--min-area A] [--max-area A] [--min-aspect R]\n"
-	"              [--max-aspect R] [--jitter J] [--lighting L] [--no-flip]\n"
+	"              [--max-aspect R] [--pad P] [--jitter J] [--lighting L] [--no-flip]\n"
 	"              [--erase P] [--erase-min-area A] [--erase-max-area A]\n"
 	"              [--erase-min-aspect R] [--erase-max-aspect R]\n"
 	"              [--mean M[,M,M]] [--std S[,S,S]] [--format u8|f32|f16] [--seed S]\n"
@@ -44,6 +44,8 @@ static const char help_text[] =
 	"      --max-area A      train: largest crop area fraction (default 1)\n"
 	"      --min-aspect R    train: smallest crop aspect ratio (default 0.75)\n"
 	"      --max-aspect R    train: largest crop aspect ratio (default 1.3333)\n"
+	"      --pad P           train: instead, a random crop of the image padded with P\n"
+	"                        black pixels (CIFAR style; default: the resized crop)\n"
 	"      --jitter J        train: brightness/contrast/saturation range (default 0.4)\n"
 	"      --lighting L      train: PCA lighting noise std (default 0.1)\n"
 	"      --no-flip         train: no horizontal flips\n"
@@ -76,7 +78,7 @@ enum {
 	OPT_MIN_ASPECT, OPT_MAX_ASPECT, OPT_JITTER, OPT_LIGHTING, OPT_NO_FLIP, OPT_MEAN, OPT_STD,
 	OPT_FORMAT, OPT_SEED, OPT_EPOCH, OPT_EPOCHS, OPT_SHUFFLE, OPT_LIMIT, OPT_SKIP_BAD,
 	OPT_PREVIEW, OPT_GRID, OPT_ERASE, OPT_ERASE_MIN_AREA, OPT_ERASE_MAX_AREA,
-	OPT_ERASE_MIN_ASPECT, OPT_ERASE_MAX_ASPECT,
+	OPT_ERASE_MIN_ASPECT, OPT_ERASE_MAX_ASPECT, OPT_PAD,
 };
 
 static const struct option longopts[] = {
@@ -92,6 +94,7 @@ static const struct option longopts[] = {
 	{"jitter", required_argument, NULL, OPT_JITTER},
 	{"lighting", required_argument, NULL, OPT_LIGHTING},
 	{"no-flip", no_argument, NULL, OPT_NO_FLIP},
+	{"pad", required_argument, NULL, OPT_PAD},
 	{"erase", required_argument, NULL, OPT_ERASE},
 	{"erase-min-area", required_argument, NULL, OPT_ERASE_MIN_AREA},
 	{"erase-max-area", required_argument, NULL, OPT_ERASE_MAX_AREA},
@@ -284,7 +287,7 @@ int main(int argc, char **argv)
 	 * order on the command line does not matter. */
 	struct bt_aug_params train, eval;
 	const char *out = "-", *in = "-", *preview_out = NULL;
-	int mode_train = 1, quiet = 0, rows = 8, cols = 8, c;
+	int mode_train = 1, quiet = 0, rows = 8, cols = 8, pad, c;
 	uint64_t u;
 	double d;
 
@@ -346,6 +349,11 @@ int main(int argc, char **argv)
 				return 2;
 			break;
 		case OPT_NO_FLIP: train.flip = 0; break;
+		case OPT_PAD:
+			if (tool_parse_int("--pad", optarg, 0, 65535, &pad) < 0)
+				return 2;
+			train.pad = pad;
+			break;
 		case OPT_ERASE:
 			if (tool_parse_double("--erase", optarg, 0, 1, &train.erase) < 0)
 				return 2;

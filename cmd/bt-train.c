@@ -78,8 +78,8 @@ static const char help_text[] =
 	"      --crop-ratio R      evaluation crop fraction (default 0.875)\n"
 	"      --min-area A, --max-area A, --min-aspect R, --max-aspect R, --jitter J,\n"
 	"      --lighting L, --no-flip, --mean M[,M,M], --std S[,S,S], --erase P,\n"
-	"      --erase-min-area A, --erase-max-area A, --erase-min-aspect R, --erase-max-aspect R\n"
-	"                          the training augmentation, as in bt-aug(1)\n"
+	"      --erase-min-area A, --erase-max-area A, --erase-min-aspect R, --erase-max-aspect R,\n"
+	"      --pad P             the training augmentation, as in bt-aug(1)\n"
 	"      --classes K         classes (default: the class names of the training records)\n"
 	"      --epoch-size N      records per epoch of a --train - stream\n"
 	"      --dtype T           float32 (default), or float16 or bfloat16: mixed precision,\n"
@@ -126,6 +126,7 @@ struct recipe {
 	int flip;
 	double jitter, lighting;
 	double erase, erase_min_area, erase_max_area, erase_min_aspect, erase_max_aspect;
+	int pad;
 	float mean[3], std[3];
 	char dtype[16];
 	uint64_t seed;
@@ -185,6 +186,7 @@ static const struct field fields[] = {
 	F("erase-max-area", V_DBL, erase_max_area, 1e-6, 1, 0),
 	F("erase-min-aspect", V_DBL, erase_min_aspect, 1e-3, 1e3, 0),
 	F("erase-max-aspect", V_DBL, erase_max_aspect, 1e-3, 1e3, 0),
+	F("pad", V_INT, pad, -1, 65535, 0),
 	F("mean", V_TRIPLE, mean, 0, 0, 0),
 	F("std", V_TRIPLE, std, 1, 0, 0),
 	F("dtype", V_STR, dtype, 0, 0, 0),
@@ -228,6 +230,7 @@ static void recipe_defaults(struct recipe *r)
 	r->erase_max_area = a.erase_max_area;
 	r->erase_min_aspect = a.erase_min_aspect;
 	r->erase_max_aspect = a.erase_max_aspect;
+	r->pad = a.pad;
 	memcpy(r->mean, a.mean, sizeof r->mean);
 	memcpy(r->std, a.std, sizeof r->std);
 	strcpy(r->dtype, "float32");
@@ -1537,6 +1540,7 @@ int main(int argc, char **argv)
 	t.train_aug.erase_max_area = t.rc.erase_max_area;
 	t.train_aug.erase_min_aspect = t.rc.erase_min_aspect;
 	t.train_aug.erase_max_aspect = t.rc.erase_max_aspect;
+	t.train_aug.pad = t.rc.pad;
 	memcpy(t.train_aug.mean, t.rc.mean, sizeof t.rc.mean);
 	memcpy(t.train_aug.std, t.rc.std, sizeof t.rc.std);
 	t.train_aug.format = BT_AUG_F32;

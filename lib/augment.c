@@ -73,6 +73,7 @@ void bt_aug_defaults(struct bt_aug_params *p, int train)
 	p->erase_max_area = 0.33;
 	p->erase_min_aspect = 0.3;
 	p->erase_max_aspect = 3.3;
+	p->pad = -1;
 }
 
 #define BT_AUG_MAX_SIZE 65535
@@ -112,6 +113,9 @@ int bt_aug_check(const struct bt_aug_params *p)
 			      isfinite(p->erase_max_aspect)))
 		return bt_error(BT_ERR_INVALID, "erasing aspect range [%g, %g] (want 0 < min <= max)",
 				p->erase_min_aspect, p->erase_max_aspect);
+	if (p->pad < -1 || p->pad > BT_AUG_MAX_SIZE)
+		return bt_error(BT_ERR_INVALID, "padding %d (want 0..%d, or -1 for none)", (int)p->pad,
+				BT_AUG_MAX_SIZE);
 	for (c = 0; c < 3; c++) {
 		if (!isfinite(p->mean[c]))
 			return bt_error(BT_ERR_INVALID, "mean[%d] is not finite", c);
@@ -167,6 +171,26 @@ static void draw_crop(const struct bt_aug_params *p, uint32_t width, uint32_t he
 	d->x = (double)((width - (uint64_t)cw) / 2);
 	d->w = cw;
 	d->h = ch;
+}
+
+/* torchvision 0.14 RandomCrop.get_params on the image padded by p->pad on every side: the
+ * top row, then the left column, each uniform; no draw at all when the padded image is the
+ * output's size. A padded image smaller than the output leaves the box empty, and
+ * bt_aug_apply says why. */
+static void draw_pad(const struct bt_aug_params *p, uint32_t width, uint32_t height,
+		     struct bt_rng *g, struct bt_aug_draw *d)
+{
+	const uint64_t S = p->size, pw = width + 2 * (uint64_t)p->pad, ph = height + 2 * (uint64_t)p->pad;
+
+	if (pw < S || ph < S)
+		return;
+	if (pw > S || ph > S) {
+		d->y = (double)bt_rng_below(g, ph - S + 1);
+		d->x = (double)bt_rng_below(g, pw - S + 1);
+	}
+	d->x -= p->pad;
+	d->y -= p->pad;
+	d->w = d->h = (double)S;
 }
 
 /* torchvision 0.14 RandomErasing.get_params on the size x size output: the probability
@@ -241,7 +265,10 @@ void bt_aug_draw(const struct bt_aug_params *p, uint32_t width, uint32_t height,
 		return;
 	}
 
-	draw_crop(p, width, height, g, d);
+	if (p->pad >= 0)
+		draw_pad(p, width, height, g, d);
+	else
+		draw_crop(p, width, height, g, d);
 	d->flip = bt_rng_uniform(g) < 0.5 && p->flip;
 	d->brightness = (float)(1 - p->jitter + 2 * p->jitter * bt_rng_uniform(g));
 	d->contrast = (float)(1 - p->jitter + 2 * p->jitter * bt_rng_uniform(g));
@@ -983,6 +1010,60 @@ static int transform(const struct bt_aug_params *p, const struct bt_aug_draw *d,
 	return BT_OK;
 }
 
+/* The padded crop (p->pad >= 0) at the image's scale: the box's pixels of src (an image of
+ * sw x sh pixels of which src holds the rows and columns from (ox, oy) on), black outside
+ * the image, flipped if drawn, as a uint8 crop; then bt_aug_colour_apply's colour and
+ * output stage, which is transform's. With p->defer_colour the output is the crop and col
+ * (when not NULL) gets the colour operations and the crop's mean colour. */
+static int pad_crop(const struct bt_aug_params *p, const struct bt_aug_draw *d, const uint8_t *src,
+		    size_t stride, uint32_t ox, uint32_t oy, uint32_t sw, uint32_t sh, int C,
+		    void *out, struct bt_aug_colour *col, struct bt_aug_scratch *s)
+{
+	const int64_t S = p->size, x0 = (int64_t)d->x, y0 = (int64_t)d->y;
+	const int64_t xa = x0 > 0 ? x0 : 0, xb = x0 + S < (int64_t)sw ? x0 + S : (int64_t)sw;
+	const size_t n = (size_t)S * (size_t)C;
+	double mu[3] = { 0, 0, 0 };
+	struct bt_aug_colour c;
+	struct bt_aug_affine a;
+	int64_t x, y;
+	uint8_t *img;
+	size_t i;
+	int rc;
+
+	if ((rc = reserve(&s->img, (size_t)S * n)) != BT_OK)
+		return rc;
+	img = p->defer_colour ? out : s->img.p;
+	memset(img, 0, (size_t)S * n);
+	for (y = 0; y < S && xa < xb; y++) {
+		const uint8_t *row;
+		uint8_t *o = img + (size_t)y * n;
+		if (y0 + y < 0 || y0 + y >= (int64_t)sh)
+			continue;
+		row = src + (size_t)(y0 + y - oy) * stride + (size_t)(xa - ox) * C;
+		if (!d->flip) {
+			memcpy(o + (size_t)(xa - x0) * C, row, (size_t)(xb - xa) * C);
+			continue;
+		}
+		for (x = xa; x < xb; x++)
+			memcpy(o + (size_t)(S - 1 - (x - x0)) * C, row + (size_t)(x - xa) * C, (size_t)C);
+	}
+	colour_of_draw(d, mu, &c);
+	if (colour_needed(&c, C)) {
+		for (i = 0; i < (size_t)S * n; i++)
+			mu[i % C] += img[i];
+		for (i = 0; i < (size_t)C; i++)
+			mu[i] /= (double)S * S;
+		colour_of_draw(d, mu, &c);
+	}
+	if (p->defer_colour) {
+		if (col)
+			*col = c;
+		return BT_OK;
+	}
+	bt_aug_colour_affine(&c, C, p->format == BT_AUG_U8 ? NULL : p->mean, p->std, &a);
+	return bt_aug_colour_apply(&a, img, p->size, C, p->format, out, s);
+}
+
 /* Weights for the box (in scaled pixels of an sw x sh image). Training clamps the filter
  * to the crop, evaluation to the image (see the top of the file). */
 static int plan(const struct bt_aug_params *p, const struct bt_aug_draw *d, int denom,
@@ -1095,6 +1176,7 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 	uint32_t width, height;
 	double tol;
 	int C, rc, denom = 1;
+	int32_t pad;
 
 	if (col)
 		colour_neutral(col);
@@ -1117,12 +1199,23 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 				rec->ndim, (unsigned)rec->shape[1], (unsigned)rec->shape[0]);
 	height = rec->shape[0];
 	width = rec->shape[1];
-	/* The box comes from the same shape; allow for rounding in its corner. */
+	pad = p->train && p->pad >= 0 ? p->pad : -1;
+	if (pad >= 0 && ((uint64_t)width + 2 * (uint64_t)pad < p->size ||
+			 (uint64_t)height + 2 * (uint64_t)pad < p->size))
+		return bt_error(BT_ERR_INVALID, "image is %ux%u: padded by %d it is smaller than the "
+				"%ux%u crop", (unsigned)width, (unsigned)height, (int)pad,
+				(unsigned)p->size, (unsigned)p->size);
+	/* The box comes from the same shape; allow for rounding in its corner. A padded crop's
+	 * box is whole pixels, the output's size, within the padded image. */
 	tol = 1e-6 * (width > height ? width : height);
-	if (!(d->w > 0 && d->h > 0 && d->x >= 0 && d->y >= 0 && d->x + d->w <= width + tol &&
-	      d->y + d->h <= height + tol))
-		return bt_error(BT_ERR_INVALID, "crop box (%g, %g, %g, %g) not inside %ux%u",
-				d->x, d->y, d->w, d->h, (unsigned)width, (unsigned)height);
+	if (pad >= 0 ? !(d->w == p->size && d->h == p->size && d->x == floor(d->x) &&
+			 d->y == floor(d->y) && d->x >= -pad && d->y >= -pad &&
+			 d->x + d->w <= (double)width + pad && d->y + d->h <= (double)height + pad)
+		     : !(d->w > 0 && d->h > 0 && d->x >= 0 && d->y >= 0 &&
+			 d->x + d->w <= width + tol && d->y + d->h <= height + tol))
+		return bt_error(BT_ERR_INVALID, "crop box (%g, %g, %g, %g) not inside %ux%u%s",
+				d->x, d->y, d->w, d->h, (unsigned)width, (unsigned)height,
+				pad >= 0 ? " and its padding" : "");
 
 	if (rec->kind == BT_PAYLOAD_RAW) {
 		C = bt_aug_channels(rec);
@@ -1133,6 +1226,9 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 			return bt_error(BT_ERR_FORMAT, "raw image of %llu bytes, shape says %ux%ux%d",
 					(unsigned long long)rec->size, (unsigned)height,
 					(unsigned)width, C);
+		if (pad >= 0)
+			return pad_crop(p, d, rec->data, (size_t)width * C, 0, 0, width, height, C,
+					out, col, s);
 		if ((rc = plan(p, d, 1, width, height, s)) != BT_OK)
 			return rc;
 		return transform(p, d, rec->data, (size_t)width * C, 0, 0, C, out, col, s);
@@ -1155,15 +1251,40 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 				      (unsigned)height);
 			goto out;
 		}
+		if (pad >= 0) {
+			rc = pad_crop(p, d, im.pixels, (size_t)width * 3, 0, 0, width, height, 3,
+				      out, col, s);
+			goto out;
+		}
 		if ((rc = plan(p, d, 1, width, height, s)) != BT_OK)
 			goto out;
 		rc = transform(p, d, im.pixels, (size_t)width * 3, 0, 0, 3, out, col, s);
 		goto out;
 	}
 
-	/* JPEG: DCT-domain scaling while the box stays at least the output size. */
+	/* JPEG: DCT-domain scaling while the box stays at least the output size; a padded
+	 * crop decodes the part of its box inside the image, at the image's scale. */
 	{
 		struct bt_jpeg_region r = { 0 };
+		if (pad >= 0) {
+			r.width = width;
+			r.height = height;
+			r.denom = 1;
+			r.x0 = (uint32_t)fmin(fmax(d->x, 0), width);
+			r.y0 = (uint32_t)fmin(fmax(d->y, 0), height);
+			r.x1 = (uint32_t)fmin(fmax(d->x + d->w, 0), width);
+			r.y1 = (uint32_t)fmin(fmax(d->y + d->h, 0), height);
+			if (r.x0 >= r.x1 || r.y0 >= r.y1)
+				r.x0 = r.y0 = 0, r.x1 = r.y1 = 1; /* all padding: any pixel will do */
+			if (!s->jpeg && (rc = bt_jpeg_decoder_new(&s->jpeg)) != BT_OK)
+				goto out;
+			if ((rc = bt_jpeg_decode_region(s->jpeg, rec->data, rec->size, &r, &s->region,
+							&s->region_cap)) != BT_OK)
+				goto out;
+			rc = pad_crop(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, width, height, 3,
+				      out, col, s);
+			goto out;
+		}
 		while (denom < 8 && d->w / (denom * 2) >= p->size && d->h / (denom * 2) >= p->size)
 			denom *= 2;
 		r.width = width;

@@ -12,6 +12,10 @@
  * in [erase_min_area, erase_max_area] of the output, aspect (height / width) log-uniform
  * in [erase_min_aspect, erase_max_aspect], up to 10 tries (none fitting: no box), set to
  * 0 in the normalised output, i.e. to the mean colour (rounded, for uint8 output).
+ * Optionally (pad >= 0; not one of the paper's tricks) the CIFAR crop in place of the
+ * random-resized one, as torchvision's RandomCrop(size, padding=pad) and GluonCV's CIFAR
+ * recipe: the image padded with pad black pixels on every side, then a size x size window
+ * at a uniform position (top row first, then left column), at the image's own scale.
  * Evaluation: resize the shorter side to round(size / crop_ratio) (or `resize`), keeping
  * the aspect ratio, then centre-crop size x size; normalisation.
  *
@@ -64,11 +68,14 @@ struct bt_aug_params {
 	double erase;                  /* train: random-erasing probability; 0 (default) off */
 	double erase_min_area, erase_max_area;     /* 0.02, 0.33 of the output's area */
 	double erase_min_aspect, erase_max_aspect; /* 0.3, 3.3 (height / width) */
+	int32_t pad;                   /* train: >= 0 the padded random crop instead of the
+					* random-resized one; -1 (default) off */
 };
 
 /* The random choices for one image, and the crop box they imply. */
 struct bt_aug_draw {
-	double x, y, w, h;     /* crop box in source pixels (x, y: top-left corner) */
+	double x, y, w, h;     /* crop box in source pixels (x, y: top-left corner; with pad,
+				* from -pad on, the part outside the image black) */
 	int fallback;          /* train: 1 when all 10 tries failed and the centre crop was used */
 	int flip;
 	float brightness, contrast, saturation; /* factors; 1 = unchanged */

@@ -40,6 +40,10 @@ STD         ?= 90.02
 # random erasing (not one of the paper's tricks): the probability, 0 = off (the default, and
 # then no option at all, so that the runs made before it keep their recipe stamps)
 ERASE       ?= 0
+# the CIFAR recipes' crop instead of the random-resized one (not one of the paper's tricks):
+# the image padded with PAD black pixels, a random window of INPUT_SIZE; empty = off (the
+# default, and then no option, for the same reason as ERASE)
+PAD         ?=
 
 # Options are written --name=value: --label-smoothing takes an optional argument, which
 # getopt_long only sees attached, and the other options read the same way in both programs.
@@ -49,7 +53,7 @@ COMMON = --num-epochs=$(EPOCHS) --batch-size=$(BATCH) --lr=$(LR) --momentum=$(MO
 	--input-size=$(INPUT_SIZE) --crop-ratio=$(CROP_RATIO) --min-area=$(MIN_AREA) \
 	--max-area=$(MAX_AREA) --min-aspect=$(MIN_ASPECT) --max-aspect=$(MAX_ASPECT) \
 	--jitter=0 --lighting=0 --mean=$(MEAN) --std=$(STD) \
-	$(if $(filter-out 0 0.0,$(ERASE)),--erase=$(ERASE))
+	$(if $(filter-out 0 0.0,$(ERASE)),--erase=$(ERASE)) $(if $(strip $(PAD)),--pad=$(PAD))
 TRICKS = --lr-mode=cosine --label-smoothing=$(SMOOTHING) \
 	--mixup --mixup-alpha=$(MIXUP_ALPHA) --mixup-off-epoch=$(MIXUP_OFF)
 RECIPE = $(COMMON) $(TRICKS)

@@ -32,7 +32,8 @@ The recipe, as bt-train does it:
            or lighting: they do nothing to greyscale in bt either, and non-zero values are
            refused here rather than silently ignored. --erase P: torchvision
            RandomErasing(P, scale=(erase_min_area, erase_max_area), ratio=(erase_min_aspect,
-           erase_max_aspect), value=0) on each normalised image.
+           erase_max_aspect), value=0) on each normalised image. --pad P: RandomCrop(
+           input_size, padding=P) (black fill) in place of RandomResizedCrop.
   eval     Resize(round(input_size / crop_ratio)) (PIL bilinear; skipped at crop ratio 1)
            then CenterCrop(input_size), normalised; the 10,000 test images after every
            epoch, batch norm with its running statistics (run in NCHW: faster there).
@@ -249,6 +250,7 @@ def parse_args(argv):
     add("--min-aspect", type=float, default=0.75)
     add("--max-aspect", type=float, default=4 / 3)
     add("--no-flip", action="store_true")
+    add("--pad", type=int, default=-1, help="RandomCrop(size, padding=P) instead (-1: off)")
     add("--erase", type=float, default=0.0, help="random-erasing probability")
     add("--erase-min-area", type=float, default=0.02)
     add("--erase-max-area", type=float, default=0.33)
@@ -273,6 +275,8 @@ def parse_args(argv):
         bad = "crop area must satisfy 0 < min <= max <= 1, aspect 0 < min <= max"
     elif not 0 < a.crop_ratio <= 1:
         bad = "--crop-ratio must be in (0, 1]"
+    elif a.pad < -1:
+        bad = "--pad must be >= 0 (or -1: off)"
     elif not 0 <= a.erase <= 1 or not 0 < a.erase_min_area <= a.erase_max_area <= 1 \
             or not 0 < a.erase_min_aspect <= a.erase_max_aspect:
         bad = "--erase must be in [0, 1], its area 0 < min <= max <= 1, aspect 0 < min <= max"
@@ -341,9 +345,10 @@ def main(argv):
     model.train()
     opt = torch.optim.SGD(param_groups(model, a.wd, a.no_wd), lr=a.lr, momentum=a.momentum,
                           nesterov=True, weight_decay=a.wd)
-    crop = T.RandomResizedCrop(a.input_size, scale=(a.min_area, a.max_area),
-                               ratio=(a.min_aspect, a.max_aspect),
-                               interpolation=T.InterpolationMode.BILINEAR)
+    crop = T.RandomCrop(a.input_size, padding=a.pad) if a.pad >= 0 else \
+        T.RandomResizedCrop(a.input_size, scale=(a.min_area, a.max_area),
+                            ratio=(a.min_aspect, a.max_aspect),
+                            interpolation=T.InterpolationMode.BILINEAR)
     flip = T.RandomHorizontalFlip(0.0 if a.no_flip else 0.5)
     erase = T.RandomErasing(a.erase, scale=(a.erase_min_area, a.erase_max_area),
                             ratio=(a.erase_min_aspect, a.erase_max_aspect), value=0) \

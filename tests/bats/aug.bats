@@ -111,6 +111,49 @@ values() {
 	[[ "$output" == *"erasing area range"* ]]
 }
 
+@test "--pad P: each image shifted by at most P pixels, black where it left the frame" {
+	mkdata idx p-images-idx3 p-labels-idx1 24 28 28
+	bt-prep -q -o p.btr --labels p-labels-idx1 p-images-idx3
+	bt-aug -q --pad 4 --input-size 28 --jitter 0 --lighting 0 -o pa.btr p.btr
+	for i in $(seq 0 23); do
+		echo "$(values p.btr "$i")"
+		echo "$(values pa.btr "$i")"
+	done > pairs.txt
+	/usr/bin/python3 - <<-'EOF'
+	S, P = 28, 4
+	lines = open("pairs.txt").read().split("\n")
+	seen = set()
+	for k in range(24):
+	    src = [int(float(v)) for v in lines[2 * k].split()]
+	    out = [int(float(v)) for v in lines[2 * k + 1].split()]
+	    found = None
+	    for flip in (0, 1):
+	        for dy in range(-P, P + 1):
+	            for dx in range(-P, P + 1):
+	                want = []
+	                for y in range(S):
+	                    for x in range(S):
+	                        sx, sy = dx + (S - 1 - x if flip else x), dy + y
+	                        want.append(src[sy * S + sx] if 0 <= sx < S and 0 <= sy < S else 0)
+	                if want == out:
+	                    found = (flip, dy, dx)
+	    assert found, "image %d is not a shifted copy" % k
+	    seen.add(found)
+	assert len(seen) >= 8, seen
+	EOF
+	# a window larger than the padded image: an error naming the record
+	run bt-aug -q --pad 1 --input-size 31 -o x.btr p.btr
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"record 0"*"28x28: padded by 1 it is smaller than the 31x31 crop"* ]]
+	run bt-aug --pad -1 -o x.btr p.btr
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--pad"* ]]
+	# evaluation ignores it
+	bt-aug -q --mode eval --pad 4 --input-size 28 -o e1.btr p.btr
+	bt-aug -q --mode eval --input-size 28 -o e0.btr p.btr
+	cmp e0.btr e1.btr
+}
+
 @test "-j 1 and -j 2 write identical bytes" {
 	bt-aug -q -j 1 --format f32 -o one.btr "$FIX/train.btr"
 	bt-aug -q -j 2 --format f32 -o two.btr "$FIX/train.btr"

@@ -339,6 +339,28 @@ print("ok")'
 	cmp run/last.btc run/epoch-0005.btc
 }
 
+@test "--pad P: the padded crop, kept in the recipe, the same on the GPU's data path" {
+	fashion
+	run bt-train $RECIPE --pad 3 --num-epochs 1 --val "" -o pad -q
+	[ "$status" -eq 0 ]
+	run bt-info pad/last.btc
+	[[ "$output" == *"recipe     pad=3"* ]]
+	BT_INPUT_U8=1 run bt-train $RECIPE --pad 3 --num-epochs 1 --val "" -o padu8 -q
+	[ "$status" -eq 0 ]
+	[ "$(tdat pad/last.btc)" = "$(tdat padu8/last.btc)" ]
+	run bt-train $RECIPE --num-epochs 1 --val "" -o nopad -q
+	[ "$status" -eq 0 ]
+	[ "$(tdat pad/last.btc)" != "$(tdat nopad/last.btc)" ]
+	run bt-info nopad/last.btc
+	[[ "$output" == *"recipe     pad=-1"* ]]
+	# a window larger than the padded image stops the run, naming the record
+	run bt-train $RECIPE --pad 1 --input-size 32 --num-epochs 1 --val "" -o big -q
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"record "*"padded by 1 it is smaller than the 32x32 crop"* ]]
+	run bt-train $RECIPE --pad -2 --num-epochs 1 -o bad -q
+	[ "$status" -eq 2 ]
+}
+
 @test "BT_INPUT_U8=1 (the GPU's data path, run on the CPU): the same weights, metrics and bt-eval logits" {
 	fashion
 	# jitter, lighting and erasing on: the colour stage is what moves to the device

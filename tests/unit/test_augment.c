@@ -1581,6 +1581,173 @@ TEST(test_erase_apply)
 	free(px);
 }
 
+/* ---- the padded crop (pad >= 0) ---- */
+
+/* torchvision's RandomCrop(size, padding): whole-pixel offsets, each position of the padded
+ * image equally likely, the output's size, no draw when the padded image is that size. */
+TEST(test_pad_draw)
+{
+	static const struct { uint32_t w, h, s; int32_t pad; } cases[] = {
+		{ 28, 28, 28, 4 }, { 40, 30, 32, 2 }, { 28, 28, 28, 0 }, { 10, 12, 20, 5 },
+	};
+	struct bt_aug_params p;
+	struct bt_aug_draw d;
+	struct bt_rng g, g2;
+
+	for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
+		const int64_t nx = (int64_t)cases[t].w + 2 * cases[t].pad - cases[t].s + 1;
+		const int64_t ny = (int64_t)cases[t].h + 2 * cases[t].pad - cases[t].s + 1;
+		long count[2][64] = { { 0 } };
+		const int draws = 20000;
+		bt_aug_defaults(&p, 1);
+		p.size = cases[t].s;
+		p.pad = cases[t].pad;
+		CHECK_EQ(bt_aug_check(&p), BT_OK);
+		bt_rng_seed(&g, 40 + t);
+		for (int k = 0; k < draws; k++) {
+			bt_aug_draw(&p, cases[t].w, cases[t].h, &g, &d);
+			CHECK(d.w == p.size && d.h == p.size && !d.fallback);
+			CHECK(d.x == floor(d.x) && d.y == floor(d.y));
+			CHECK(d.x >= -p.pad && d.x < -p.pad + nx && d.y >= -p.pad && d.y < -p.pad + ny);
+			if (d.x >= -p.pad && d.x < -p.pad + nx && d.y >= -p.pad && d.y < -p.pad + ny) {
+				count[0][(int)d.x + p.pad]++;
+				count[1][(int)d.y + p.pad]++;
+			}
+		}
+		/* every position about draws / positions times (5 sigma of a binomial) */
+		for (int a = 0; a < 2; a++) {
+			int64_t m = a ? ny : nx;
+			for (int64_t i = 0; i < m; i++) {
+				double e = (double)draws / m, sd = sqrt(e * (1 - 1.0 / m));
+				CHECK(fabs(count[a][i] - e) <= 5 * sd + 1e-9);
+			}
+		}
+	}
+	/* Exactly the output's size after padding: no draw for the box, so the RNG goes on to
+	 * the flip where a draw with a box-sized image does the same. */
+	bt_aug_defaults(&p, 1);
+	p.size = 28;
+	p.pad = 0;
+	bt_rng_seed(&g, 9);
+	bt_rng_seed(&g2, 9);
+	bt_aug_draw(&p, 28, 28, &g, &d);
+	CHECK(d.x == 0 && d.y == 0);
+	CHECK_EQ(d.flip, bt_rng_uniform(&g2) < 0.5);
+	/* A padded image smaller than the output: an empty box, refused with the reason. */
+	{
+		uint8_t px[10 * 10 * 3] = { 0 }, out[24 * 24 * 3];
+		struct bt_record r = raw_record(px, 10, 10, 3);
+		struct bt_aug_scratch *s = bt_aug_scratch_new();
+		p.size = 24;
+		p.pad = 6;
+		bt_aug_draw(&p, 10, 10, &g, &d);
+		CHECK(d.w == 0 && d.h == 0);
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, out, s), BT_ERR_INVALID);
+		CHECK(strstr(bt_errmsg(), "padded by 6") != NULL);
+		bt_aug_scratch_free(s);
+	}
+	/* Out of range. */
+	p.pad = -2;
+	CHECK_EQ(bt_aug_check(&p), BT_ERR_INVALID);
+	p.pad = 70000;
+	CHECK_EQ(bt_aug_check(&p), BT_ERR_INVALID);
+}
+
+/* The crop against one built by hand (black outside the image, mirrored when flipped) for
+ * raw RGB and grey images, in uint8 and normalised float32; JPEG and PNG payloads against
+ * the raw crop of their decoded pixels; and deferred colour against the whole transform. */
+TEST(test_pad_apply)
+{
+	const uint32_t W = 21, H = 17, S = 16;
+	uint8_t *px = noise((size_t)W * H * 3, 31), want[16 * 16 * 3], got[16 * 16 * 3];
+	float f[16 * 16 * 3];
+	struct bt_aug_scratch *s = bt_aug_scratch_new();
+	struct bt_aug_params p;
+	struct bt_aug_draw d;
+	struct bt_rng g;
+	int colour = 0, flips = 0, edges = 0;
+
+	bt_aug_defaults(&p, 1);
+	p.size = S;
+	p.pad = 5;
+	p.jitter = 0;
+	p.lighting = 0;
+	bt_rng_seed(&g, 3);
+	for (int k = 0; k < 200; k++) {
+		int C = k % 2 ? 1 : 3;
+		struct bt_record r = raw_record(px, W, H, C);
+		bt_aug_draw(&p, W, H, &g, &d);
+		flips += d.flip;
+		for (uint32_t y = 0; y < S; y++)
+			for (uint32_t x = 0; x < S; x++) {
+				int64_t sx = (int64_t)d.x + (d.flip ? (int64_t)(S - 1 - x) : (int64_t)x);
+				int64_t sy = (int64_t)d.y + y;
+				int in = sx >= 0 && sx < W && sy >= 0 && sy < H;
+				edges += !in;
+				for (int c = 0; c < C; c++)
+					want[((size_t)y * S + x) * C + c] =
+						in ? px[((size_t)sy * W + (size_t)sx) * C + c] : 0;
+			}
+		p.format = BT_AUG_U8;
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, got, s), BT_OK);
+		CHECK(memcmp(got, want, (size_t)S * S * C) == 0);
+		p.format = BT_AUG_F32;
+		CHECK_EQ(bt_aug_apply(&p, &d, &r, f, s), BT_OK);
+		for (size_t i = 0; i < (size_t)S * S * C; i++)
+			CHECK(f[i] == ((float)want[i] - p.mean[i % C]) * (1.0f / p.std[i % C]));
+	}
+	CHECK(flips > 50 && flips < 150);
+	CHECK(edges > 0);
+	free(px);
+
+	/* Coded payloads: the crop of the decoded image, bit for bit. */
+	{
+		struct defer_case c;
+		struct bt_image im = { 0 };
+		uint8_t *a = malloc(48 * 48 * 3), *b = malloc(48 * 48 * 3);
+		CHECK(defer_case_make(&c));
+		p.size = 48;
+		p.pad = 20;
+		p.format = BT_AUG_U8;
+		CHECK_EQ(bt_image_decode(c.jpg, c.rec[0].size, 0, 0, &im), BT_OK);
+		for (int k = 0; k < 40; k++) {
+			struct bt_record dec = raw_record(im.pixels, c.W, c.H, 3);
+			bt_aug_draw(&p, c.W, c.H, &g, &d);
+			CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[0], a, s), BT_OK);
+			CHECK_EQ(bt_aug_apply(&p, &d, &dec, b, s), BT_OK);
+			CHECK(memcmp(a, b, 48 * 48 * 3) == 0);
+			CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[2], a, s), BT_OK);
+			CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[1], b, s), BT_OK);
+			CHECK(memcmp(a, b, 48 * 48 * 3) == 0);
+		}
+		/* a box wholly in the padding: black, the JPEG still decoded */
+		plain_draw(&d, -60, -55, 48, 48);
+		p.pad = 60;
+		memset(a, 1, 48 * 48 * 3);
+		CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[0], a, s), BT_OK);
+		for (size_t i = 0; i < 48 * 48 * 3; i++)
+			CHECK(a[i] == 0);
+		/* outside the padding, or not the output's size: refused */
+		plain_draw(&d, -61, 0, 48, 48);
+		CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[0], a, s), BT_ERR_INVALID);
+		plain_draw(&d, 0, 0, 47, 48);
+		CHECK_EQ(bt_aug_apply(&p, &d, &c.rec[1], a, s), BT_ERR_INVALID);
+		bt_image_free(&im);
+		defer_case_free(&c);
+		free(a);
+		free(b);
+	}
+	bt_aug_scratch_free(s);
+
+	/* Deferred colour with colour operations on: the crop, then the colour stage, gives
+	 * the whole transform's bits in every format. */
+	bt_aug_defaults(&p, 1);
+	p.size = 48;
+	p.pad = 4;
+	CHECK(defer_matches(&p, 8, 77, &colour));
+	CHECK(colour > 0);
+}
+
 int main(void)
 {
 	RUN(test_defaults_check);
@@ -1589,6 +1756,8 @@ int main(void)
 	RUN(test_draw_fallback);
 	RUN(test_erase_draw);
 	RUN(test_erase_apply);
+	RUN(test_pad_draw);
+	RUN(test_pad_apply);
 	RUN(test_draw_eval);
 	RUN(test_identity);
 	RUN(test_flip);
