@@ -1266,9 +1266,9 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 	 * crop decodes the part of its box inside the image, at the image's scale. */
 	{
 		struct bt_jpeg_region r = { 0 };
+		r.width = width;
+		r.height = height;
 		if (pad >= 0) {
-			r.width = width;
-			r.height = height;
 			r.denom = 1;
 			r.x0 = (uint32_t)fmin(fmax(d->x, 0), width);
 			r.y0 = (uint32_t)fmin(fmax(d->y, 0), height);
@@ -1276,33 +1276,28 @@ static int apply_image(const struct bt_aug_params *p, const struct bt_aug_draw *
 			r.y1 = (uint32_t)fmin(fmax(d->y + d->h, 0), height);
 			if (r.x0 >= r.x1 || r.y0 >= r.y1)
 				r.x0 = r.y0 = 0, r.x1 = r.y1 = 1; /* all padding: any pixel will do */
-			if (!s->jpeg && (rc = bt_jpeg_decoder_new(&s->jpeg)) != BT_OK)
+		} else {
+			while (denom < 8 && d->w / (denom * 2) >= p->size && d->h / (denom * 2) >= p->size)
+				denom *= 2;
+			r.denom = denom;
+			if ((rc = plan(p, d, denom, bt_jpeg_scaled(width, denom),
+				       bt_jpeg_scaled(height, denom), s)) != BT_OK)
 				goto out;
-			if ((rc = bt_jpeg_decode_region(s->jpeg, rec->data, rec->size, &r, &s->region,
-							&s->region_cap)) != BT_OK)
-				goto out;
-			rc = pad_crop(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, width, height, 3,
-				      out, col, s);
-			goto out;
+			r.x0 = (uint32_t)s->th->first;
+			r.x1 = (uint32_t)s->th->last;
+			r.y0 = (uint32_t)s->tv->first;
+			r.y1 = (uint32_t)s->tv->last;
 		}
-		while (denom < 8 && d->w / (denom * 2) >= p->size && d->h / (denom * 2) >= p->size)
-			denom *= 2;
-		r.width = width;
-		r.height = height;
-		r.denom = denom;
-		if ((rc = plan(p, d, denom, bt_jpeg_scaled(width, denom),
-			       bt_jpeg_scaled(height, denom), s)) != BT_OK)
-			goto out;
-		r.x0 = (uint32_t)s->th->first;
-		r.x1 = (uint32_t)s->th->last;
-		r.y0 = (uint32_t)s->tv->first;
-		r.y1 = (uint32_t)s->tv->last;
 		if (!s->jpeg && (rc = bt_jpeg_decoder_new(&s->jpeg)) != BT_OK)
 			goto out;
 		if ((rc = bt_jpeg_decode_region(s->jpeg, rec->data, rec->size, &r, &s->region,
 						&s->region_cap)) != BT_OK)
 			goto out;
-		rc = transform(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, 3, out, col, s);
+		if (pad >= 0)
+			rc = pad_crop(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, width, height, 3,
+				      out, col, s);
+		else
+			rc = transform(p, d, s->region, (size_t)r.ow * 3, r.ox, r.oy, 3, out, col, s);
 	}
 out:
 	bt_image_free(&im);
