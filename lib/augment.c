@@ -1030,7 +1030,7 @@ static int pad_crop(const struct bt_aug_params *p, const struct bt_aug_draw *d, 
 	size_t i;
 	int rc;
 
-	if ((rc = reserve(&s->img, (size_t)S * n)) != BT_OK)
+	if (!p->defer_colour && (rc = reserve(&s->img, (size_t)S * n)) != BT_OK)
 		return rc;
 	img = p->defer_colour ? out : s->img.p;
 	memset(img, 0, (size_t)S * n);
