@@ -89,6 +89,7 @@ UNIT_TESTS = tests/unit/test_record tests/unit/test_image tests/unit/test_source
 	tests/unit/test_checkpoint tests/unit/test_mixed tests/unit/test_input
 TEST_GEN = tests/gen/mkimg tests/gen/mkdata tests/gen/mkckpt
 # CPU against CUDA, op by op and over training runs; without a device it says so and passes.
+# With --cpu, the CPU backend's bfloat16 against its float32 (check-unit runs it).
 GPU_TESTS = tests/gpu/test_cuda
 
 # ---- build ----------------------------------------------------------------------------
@@ -132,8 +133,9 @@ check:
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(TEST_GEN) $(GPU_TESTS)
 	@$(MAKE) --no-print-directory check-unit check-bats check-cuda
 
-check-unit: $(UNIT_TESTS)
+check-unit: $(UNIT_TESTS) $(GPU_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+	@echo "== tests/gpu/test_cuda --cpu (the CPU's bfloat16 against its float32)"; ./tests/gpu/test_cuda --cpu
 	@echo "== tests/unit/test_record without PCLMULQDQ"; BT_NO_PCLMUL=1 ./tests/unit/test_record
 	@echo "== tests/unit/test_record without VPCLMULQDQ"; BT_NO_VPCLMUL=1 ./tests/unit/test_record
 

@@ -82,8 +82,8 @@ static const char help_text[] =
 	"      --pad P             the training augmentation, as in bt-aug(1)\n"
 	"      --classes K         classes (default: the class names of the training records)\n"
 	"      --epoch-size N      records per epoch of a --train - stream\n"
-	"      --dtype T           float32 (default), or float16 or bfloat16: mixed precision,\n"
-	"                          with --device cuda only\n"
+	"      --dtype T           float32 (default), or bfloat16 or float16 (--device cuda only):\n"
+	"                          mixed precision\n"
 	"      --device D          cpu (default), cuda or cuda:N (an NVIDIA GPU)\n"
 	"      --seed S            random seed (default 0)\n"
 	"      --save-frequency N  keep epoch-NNNN.btc every N epochs (default 10; 0: none)\n"
@@ -1302,17 +1302,17 @@ static void trainer_free(struct trainer *t)
 		fclose(t->mf);
 }
 
-/* --dtype names a type, and a half one a CUDA device (the CPU backend computes in float32;
- * a resumed run's dtype comes from its recipe, its device from the command line). 0, or
- * 2 after a usage message. */
+/* --dtype names a type, and float16 a CUDA device (the CPU backend computes in float32 and
+ * bfloat16; a resumed run's dtype comes from its recipe, its device from the command line).
+ * Whether this CPU has bfloat16 kernels is the backend's to say, when the run is made. 0,
+ * or 2 after a usage message. */
 static int check_dtype(const struct recipe *rc)
 {
 	int dt = bt_dtype_parse(rc->dtype);
 	if (dt < 0)
 		return tool_usage_error("--dtype takes float32, float16 or bfloat16, not '%s'", rc->dtype);
-	if (dt != BT_DTYPE_F32 && strncmp(rc->device, "cuda", 4) != 0)
-		return tool_usage_error("--dtype %s needs --device cuda (mixed precision runs on a GPU; the CPU computes in float32)",
-					rc->dtype);
+	if (dt == BT_DTYPE_F16 && strncmp(rc->device, "cuda", 4) != 0)
+		return tool_usage_error("--dtype float16 needs --device cuda (the CPU computes in float32 or bfloat16)");
 	return 0;
 }
 

@@ -14,6 +14,7 @@
  */
 #include "cpu.h"
 #include "bt.h"
+#include "mixed.h"
 
 #include <math.h>
 #include <omp.h>
@@ -80,6 +81,8 @@ struct bt_cpu {
 	size_t scratch_bytes;
 	float *aux;                /* batch norm variance, (C) */
 	size_t aux_floats;
+	float *fcb;                /* a bfloat16 fc layer's operands in float32 */
+	size_t fcb_floats;
 	int wino_min;              /* Winograd from this many channels; 0: never (BT_CPU_WINO) */
 	int prefer_jit;            /* the plain jit kernel for narrow layers (BT_CPU_JIT) */
 	char desc[160];
@@ -213,6 +216,7 @@ void bt_cpu_free(struct bt_cpu *cpu)
 		dnnl_engine_destroy(cpu->engine);
 	free(cpu->scratch);
 	free(cpu->aux);
+	free(cpu->fcb);
 	free(cpu);
 }
 
@@ -224,6 +228,15 @@ const char *bt_cpu_describe(struct bt_cpu *cpu)
 int bt_cpu_cache_misses(struct bt_cpu *cpu)
 {
 	return cpu->misses;
+}
+
+int bt_cpu_bf16(struct bt_cpu *cpu)
+{
+	unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+	(void)cpu;
+	if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16)
+		return 2; /* AMX's mask contains it too */
+	return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
 }
 
 /* ---- the primitive cache ---------------------------------------------------------------- */
@@ -557,11 +570,34 @@ static int cache_get(struct bt_cpu *cpu, int kind, const void *desc, size_t byte
 	return BT_OK;
 }
 
+/* oneDNN's type for one of ours: float32, or bfloat16 (mixed precision); float16 has no
+ * training kernels on x86 CPUs in oneDNN 2.6, so it is refused here. */
+static int bad_dtype(int dtype)
+{
+	return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the CPU backend computes in float32 or bfloat16",
+			bt_dtype_name(dtype));
+}
+
+static int dnn_type(int dtype, dnnl_data_type_t *t)
+{
+	switch (dtype) {
+	case BT_DTYPE_F32: *t = dnnl_f32; return BT_OK;
+	case BT_DTYPE_BF16: *t = dnnl_bf16; return BT_OK;
+	default: return bad_dtype(dtype);
+	}
+}
+
+static int md_init_t(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+		     dnnl_format_tag_t tag, dnnl_data_type_t t)
+{
+	dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, ndims, dims, t, tag);
+	return s == dnnl_success ? BT_OK : dnnl_fail(s, "memory descriptor");
+}
+
 static int md_init(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
 		   dnnl_format_tag_t tag)
 {
-	dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
-	return s == dnnl_success ? BT_OK : dnnl_fail(s, "memory descriptor");
+	return md_init_t(md, ndims, dims, tag, dnnl_f32);
 }
 
 /* Right padding that makes oneDNN's output size come out as the caller's: the symmetric
@@ -578,7 +614,8 @@ static dnnl_dim_t pad_right(int in, int out, int k, int s, int dil, int pl)
 
 struct conv_mds {
 	dnnl_memory_desc_t x, w, b, y;       /* the caller's layouts */
-	dnnl_memory_desc_t xa, wa, ya;       /* what the primitive is asked for */
+	dnnl_memory_desc_t dw;               /* the caller's weight gradient: float32 always */
+	dnnl_memory_desc_t xa, wa, ya, dwa;  /* what the primitive is asked for */
 	dnnl_dims_t strides, dil, pl, pr;
 	dnnl_alg_kind_t alg;
 	int jit;                             /* forward: prefer the plain jit kernel */
@@ -597,7 +634,7 @@ struct conv_mds {
 static int wino_wanted(const struct bt_cpu *cpu, const struct bt_conv_desc *d)
 {
 	int min = cpu->wino_min;
-	return min > 0 && d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->dh == 1 &&
+	return min > 0 && d->dtype == BT_DTYPE_F32 && d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->dh == 1 &&
 	       d->dw == 1 && d->groups == 1 && !(d->post & BT_CONV_POST_SUM) && d->c >= min &&
 	       d->cout >= min && d->oh >= 7 && d->ow >= 7;
 }
@@ -618,30 +655,30 @@ static int conv_mds_init(struct conv_mds *m, const struct bt_cpu *cpu, const str
 {
 	dnnl_dims_t xd = { d->n, d->c, d->h, d->w }, yd = { d->n, d->cout, d->oh, d->ow };
 	dnnl_dims_t bd = { d->cout };
+	dnnl_data_type_t t = dnnl_f32;
 	int g = d->groups, rc;
 
 	memset(m, 0, sizeof *m);
 	m->alg = dnnl_convolution_direct;
 	m->jit = prefer_jit(cpu, d);
-	if ((rc = md_init(&m->x, 4, xd, dnnl_nhwc)) || (rc = md_init(&m->y, 4, yd, dnnl_nhwc)) ||
-	    (rc = md_init(&m->b, 1, bd, dnnl_x)))
+	if ((rc = dnn_type(d->dtype, &t)) || (rc = md_init_t(&m->x, 4, xd, dnnl_nhwc, t)) ||
+	    (rc = md_init_t(&m->y, 4, yd, dnnl_nhwc, t)) || (rc = md_init(&m->b, 1, bd, dnnl_x)))
 		return rc;
-	if (g == 1) {
-		dnnl_dims_t wd = { d->cout, d->c, d->kh, d->kw };
-		rc = md_init(&m->w, 4, wd, dnnl_ohwi);
-		if (!rc)
-			rc = md_init(&m->wa, 4, wd, BT_CPU_CONV_ANY ? dnnl_format_tag_any : dnnl_ohwi);
-	} else {
-		dnnl_dims_t wd = { g, d->cout / g, d->c / g, d->kh, d->kw };
-		rc = md_init(&m->w, 5, wd, dnnl_gohwi);
-		if (!rc)
-			rc = md_init(&m->wa, 5, wd, BT_CPU_CONV_ANY ? dnnl_format_tag_any : dnnl_gohwi);
+	{
+		dnnl_dims_t wd4 = { d->cout, d->c, d->kh, d->kw };
+		dnnl_dims_t wd5 = { g, d->cout / g, d->c / g, d->kh, d->kw };
+		int nd = g == 1 ? 4 : 5;
+		const dnnl_dim_t *wd = g == 1 ? wd4 : wd5;
+		dnnl_format_tag_t tag = g == 1 ? dnnl_ohwi : dnnl_gohwi;
+		dnnl_format_tag_t pick = BT_CPU_CONV_ANY ? dnnl_format_tag_any : tag;
+		if ((rc = md_init_t(&m->w, nd, wd, tag, t)) ||
+		    (rc = md_init_t(&m->wa, nd, wd, pick, t)) ||
+		    (rc = md_init(&m->dw, nd, wd, tag)) || (rc = md_init(&m->dwa, nd, wd, pick)))
+			return rc;
 	}
-	if (rc)
-		return rc;
 	if (BT_CPU_CONV_ANY == 2) {
-		if ((rc = md_init(&m->xa, 4, xd, dnnl_format_tag_any)) ||
-		    (rc = md_init(&m->ya, 4, yd, dnnl_format_tag_any)))
+		if ((rc = md_init_t(&m->xa, 4, xd, dnnl_format_tag_any, t)) ||
+		    (rc = md_init_t(&m->ya, 4, yd, dnnl_format_tag_any, t)))
 			return rc;
 	} else {
 		m->xa = m->x;
@@ -656,8 +693,8 @@ static int conv_mds_init(struct conv_mds *m, const struct bt_cpu *cpu, const str
 	m->pr[0] = pad_right(d->h, d->oh, d->kh, d->sh, d->dh, d->ph);
 	m->pr[1] = pad_right(d->w, d->ow, d->kw, d->sw, d->dw, d->pw);
 	if (wino_wanted(cpu, d)) {
-		if ((rc = md_init(&m->xa, 4, xd, dnnl_format_tag_any)) ||
-		    (rc = md_init(&m->ya, 4, yd, dnnl_format_tag_any)))
+		if ((rc = md_init_t(&m->xa, 4, xd, dnnl_format_tag_any, t)) ||
+		    (rc = md_init_t(&m->ya, 4, yd, dnnl_format_tag_any, t)))
 			return rc;
 		m->alg = dnnl_convolution_winograd;
 	}
@@ -757,7 +794,7 @@ static int build_conv_bwd_w(struct bt_cpu *cpu, struct bt_entry *e, const void *
 	if ((rc = conv_mds_init(&m, cpu, d)) || (rc = conv_fwd_pd(cpu, &e->hint, &m, d->bias, 0)))
 		return rc;
 	s = dnnl_dilated_convolution_backward_weights_desc_init(
-		&cd, m.alg, &m.xa, &m.wa, d->bias ? &m.b : NULL, &m.ya,
+		&cd, m.alg, &m.xa, &m.dwa, d->bias ? &m.b : NULL, &m.ya,
 		m.strides, m.dil, m.pl, m.pr);
 	if (s != dnnl_success)
 		return dnnl_fail(s, "convolution backward weights descriptor");
@@ -766,14 +803,14 @@ static int build_conv_bwd_w(struct bt_cpu *cpu, struct bt_entry *e, const void *
 	struct bt_argspec spec[] = {
 		{ DNNL_ARG_SRC, ARG_IN, &m.x },
 		{ DNNL_ARG_DIFF_DST, ARG_IN, &m.y },
-		{ DNNL_ARG_DIFF_WEIGHTS, ARG_ACC, &m.w },
+		{ DNNL_ARG_DIFF_WEIGHTS, ARG_ACC, &m.dw },
 		{ DNNL_ARG_DIFF_BIAS, ARG_ACC, &m.b },
 	};
 	return entry_build(cpu, e, spec, d->bias ? 4 : 3);
 }
 
-int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x,
-		    const float *w, const float *b, float *y)
+int bt_cpu_conv_fwd(struct bt_cpu *cpu, const struct bt_conv_desc *d, const void *x,
+		    const void *w, const float *b, void *y)
 {
 	struct bt_entry *e;
 	int rc;
@@ -810,8 +847,8 @@ const char *bt_cpu_conv_impl(struct bt_cpu *cpu, const struct bt_conv_desc *d, i
 	return name;
 }
 
-int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *dy,
-			 const float *w, float *dx)
+int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const void *dy,
+			 const void *w, void *dx)
 {
 	struct bt_conv_desc k;
 	struct bt_entry *e;
@@ -828,8 +865,8 @@ int bt_cpu_conv_bwd_data(struct bt_cpu *cpu, const struct bt_conv_desc *d, const
 	return entry_run(cpu, e, p);
 }
 
-int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, const float *x,
-			    const float *dy, float *dw, float *db)
+int bt_cpu_conv_bwd_weights(struct bt_cpu *cpu, const struct bt_conv_desc *d, const void *x,
+			    const void *dy, float *dw, float *db)
 {
 	struct bt_conv_desc k;
 	struct bt_entry *e;
@@ -854,6 +891,7 @@ struct bn_key {
 	int n, h, w, c;
 	float eps;
 	int relu;               /* the ReLU after it fused (training) */
+	int dtype;              /* of x, y, dx and dy */
 };
 
 static struct bn_key bn_key_of(const struct bt_bn_desc *d)
@@ -865,6 +903,7 @@ static struct bn_key bn_key_of(const struct bt_bn_desc *d)
 	k.w = d->w;
 	k.c = d->c;
 	k.eps = d->eps;
+	k.dtype = d->dtype;
 	return k;
 }
 
@@ -875,10 +914,12 @@ static int bn_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd, const struct
 {
 	dnnl_dims_t xd = { k->n, k->c, k->h, k->w }, cd = { k->c };
 	dnnl_batch_normalization_desc_t bd;
+	dnnl_data_type_t t = dnnl_f32;
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = md_init(x, 4, xd, dnnl_nhwc)) || (rc = md_init(c, 1, cd, dnnl_x)))
+	if ((rc = dnn_type(k->dtype, &t)) || (rc = md_init_t(x, 4, xd, dnnl_nhwc, t)) ||
+	    (rc = md_init(c, 1, cd, dnnl_x)))
 		return rc;
 	s = dnnl_batch_normalization_forward_desc_init(
 		&bd, train ? dnnl_forward_training : dnnl_forward_inference, x, k->eps,
@@ -950,9 +991,9 @@ static int build_bn_bwd(struct bt_cpu *cpu, struct bt_entry *e, const void *desc
 	return entry_build(cpu, e, spec, k->relu ? 10 : 9);
 }
 
-static int bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+static int bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x,
 			const float *gamma, const float *beta, float *running_mean,
-			float *running_var, float *save_mean, float *save_invstd, float *y, void *ws,
+			float *running_var, float *save_mean, float *save_invstd, void *y, void *ws,
 			int relu)
 {
 	struct bn_key k;
@@ -983,17 +1024,17 @@ static int bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 	return BT_OK;
 }
 
-int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+int bt_cpu_bn_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x,
 			const float *gamma, const float *beta, float *running_mean,
-			float *running_var, float *save_mean, float *save_invstd, float *y)
+			float *running_var, float *save_mean, float *save_invstd, void *y)
 {
 	return bn_fwd_train(cpu, d, x, gamma, beta, running_mean, running_var, save_mean,
 			    save_invstd, y, NULL, 0);
 }
 
-int bt_cpu_bn_relu_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+int bt_cpu_bn_relu_fwd_train(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x,
 			     const float *gamma, const float *beta, float *running_mean,
-			     float *running_var, float *save_mean, float *save_invstd, float *y,
+			     float *running_var, float *save_mean, float *save_invstd, void *y,
 			     void *ws)
 {
 	return bn_fwd_train(cpu, d, x, gamma, beta, running_mean, running_var, save_mean,
@@ -1016,9 +1057,9 @@ size_t bt_cpu_bn_relu_ws_bytes(struct bt_cpu *cpu, const struct bt_bn_desc *d)
 	return md ? dnnl_memory_desc_get_size(md) : 0;
 }
 
-int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
+int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x,
 			const float *gamma, const float *beta, const float *running_mean,
-			const float *running_var, float *y)
+			const float *running_var, void *y)
 {
 	struct bn_key k;
 	struct bt_entry *e;
@@ -1034,9 +1075,9 @@ int bt_cpu_bn_fwd_infer(struct bt_cpu *cpu, const struct bt_bn_desc *d, const fl
 	return entry_run(cpu, e, p);
 }
 
-static int bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
+static int bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x, const void *dy,
 		  const float *gamma, const float *save_mean, const float *save_invstd,
-		  const void *ws, float *dx, float *dgamma, float *dbeta, int relu)
+		  const void *ws, void *dx, float *dgamma, float *dbeta, int relu)
 {
 	struct bn_key k;
 	struct bt_entry *e;
@@ -1060,16 +1101,16 @@ static int bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x
 	return entry_run(cpu, e, p);
 }
 
-int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x, const float *dy,
-		  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+int bt_cpu_bn_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x, const void *dy,
+		  const float *gamma, const float *save_mean, const float *save_invstd, void *dx,
 		  float *dgamma, float *dbeta)
 {
 	return bn_bwd(cpu, d, x, dy, gamma, save_mean, save_invstd, NULL, dx, dgamma, dbeta, 0);
 }
 
-int bt_cpu_bn_relu_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const float *x,
-		       const float *dy, const float *gamma, const float *save_mean,
-		       const float *save_invstd, const void *ws, float *dx, float *dgamma,
+int bt_cpu_bn_relu_bwd(struct bt_cpu *cpu, const struct bt_bn_desc *d, const void *x,
+		       const void *dy, const float *gamma, const float *save_mean,
+		       const float *save_invstd, const void *ws, void *dx, float *dgamma,
 		       float *dbeta)
 {
 	return bn_bwd(cpu, d, x, dy, gamma, save_mean, save_invstd, ws, dx, dgamma, dbeta, 1);
@@ -1098,10 +1139,12 @@ static int pool_fwd_pd(struct bt_cpu *cpu, dnnl_primitive_desc_t *pd,
 			      : d->count_pad ? dnnl_pooling_avg_include_padding
 					     : dnnl_pooling_avg_exclude_padding;
 	dnnl_pooling_v2_desc_t fd;
+	dnnl_data_type_t t = dnnl_f32;
 	dnnl_status_t s;
 	int rc;
 
-	if ((rc = md_init(x, 4, xd, dnnl_nhwc)) || (rc = md_init(y, 4, yd, dnnl_nhwc)))
+	if ((rc = dnn_type(d->dtype, &t)) || (rc = md_init_t(x, 4, xd, dnnl_nhwc, t)) ||
+	    (rc = md_init_t(y, 4, yd, dnnl_nhwc, t)))
 		return rc;
 	s = dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, alg, x, y, st, ker, dil,
 					      pl, pr);
@@ -1165,7 +1208,7 @@ size_t bt_cpu_pool_ws_bytes(struct bt_cpu *cpu, const struct bt_pool_desc *d)
 	return e->ws_bytes;
 }
 
-int bt_cpu_pool_fwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const float *x, float *y,
+int bt_cpu_pool_fwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const void *x, void *y,
 		    void *ws)
 {
 	struct bt_pool_desc k;
@@ -1183,8 +1226,8 @@ int bt_cpu_pool_fwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const floa
 	return entry_run(cpu, e, p);
 }
 
-int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const float *dy,
-		    const void *ws, float *dx)
+int bt_cpu_pool_bwd(struct bt_cpu *cpu, const struct bt_pool_desc *d, const void *dy,
+		    const void *ws, void *dx)
 {
 	struct bt_pool_desc k;
 	struct bt_entry *e;
@@ -1210,15 +1253,34 @@ static int sgemm(char ta, char tb, int m, int n, int k, const float *a, int lda,
 	return s == dnnl_success ? BT_OK : dnnl_fail(s, "sgemm");
 }
 
-int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x, const float *w,
-		  const float *b, float *y)
+static int fcb_reserve(struct bt_cpu *cpu, size_t floats)
 {
-	int rc;
-	(void)cpu;
-	if ((rc = bt_fc_desc_check(d)))
-		return rc;
-	if (d->bias && !b)
-		return bt_error(BT_ERR_INVALID, "fully connected with bias needs b");
+	float *p;
+	if (floats <= cpu->fcb_floats)
+		return BT_OK;
+	p = realloc(cpu->fcb, floats * sizeof *p);
+	if (!p)
+		return bt_error(BT_ERR_NOMEM, "cpu fc buffer of %zu floats", floats);
+	cpu->fcb = p;
+	cpu->fcb_floats = floats;
+	return BT_OK;
+}
+
+static void bf16_in(float *restrict y, const uint16_t *restrict x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = bt_bf16_to_f32(x[i]);
+}
+
+static void bf16_out(uint16_t *restrict y, const float *restrict x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = bt_f32_to_bf16(x[i]);
+}
+
+static int fc_fwd32(const struct bt_fc_desc *d, const float *x, const float *w, const float *b,
+		    float *y)
+{
 	/* y = x w^T (+ b): the bias is laid down first and the product added onto it. */
 	if (d->bias)
 		for (int i = 0; i < d->n; i++)
@@ -1227,15 +1289,10 @@ int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x
 		     y, d->cout);
 }
 
-int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x, const float *dy,
-		  const float *w, float *dx, float *dw, float *db)
+static int fc_bwd32(const struct bt_fc_desc *d, const float *x, const float *dy, const float *w,
+		    float *dx, float *dw, float *db)
 {
 	int rc;
-	(void)cpu;
-	if ((rc = bt_fc_desc_check(d)))
-		return rc;
-	if (d->bias && !db)
-		return bt_error(BT_ERR_INVALID, "fully connected with bias needs db");
 	if (dx && (rc = sgemm('N', 'N', d->n, d->cin, d->cout, dy, d->cout, w, d->cin, 0.0f, dx,
 			      d->cin)))
 		return rc;
@@ -1246,5 +1303,64 @@ int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const float *x
 		for (int i = 0; i < d->n; i++)
 			for (int j = 0; j < d->cout; j++)
 				db[j] += dy[(size_t)i * d->cout + j];
+	return BT_OK;
+}
+
+/* bfloat16: the operands widened to float32 (exact), the float32 kernel, the output rounded
+ * once. An fc layer is a sliver of a network's work, and oneDNN 2.6 has no bfloat16 gemm in
+ * its C API. */
+int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const void *x, const void *w,
+		  const float *b, void *y)
+{
+	size_t nx, nw, ny;
+	float *xf, *wf, *yf;
+	int rc;
+
+	if ((rc = bt_fc_desc_check(d)))
+		return rc;
+	if (d->bias && !b)
+		return bt_error(BT_ERR_INVALID, "fully connected with bias needs b");
+	if (d->dtype == BT_DTYPE_F32)
+		return fc_fwd32(d, x, w, b, y);
+	if (d->dtype != BT_DTYPE_BF16)
+		return bad_dtype(d->dtype);
+	nx = (size_t)d->n * d->cin, nw = (size_t)d->cout * d->cin, ny = (size_t)d->n * d->cout;
+	if ((rc = fcb_reserve(cpu, nx + nw + ny)))
+		return rc;
+	xf = cpu->fcb, wf = xf + nx, yf = wf + nw;
+	bf16_in(xf, x, nx);
+	bf16_in(wf, w, nw);
+	if ((rc = fc_fwd32(d, xf, wf, b, yf)))
+		return rc;
+	bf16_out(y, yf, ny);
+	return BT_OK;
+}
+
+int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const void *x, const void *dy,
+		  const void *w, void *dx, float *dw, float *db)
+{
+	size_t nx, nw, ny;
+	float *xf, *wf, *dyf, *dxf;
+	int rc;
+
+	if ((rc = bt_fc_desc_check(d)))
+		return rc;
+	if (d->bias && !db)
+		return bt_error(BT_ERR_INVALID, "fully connected with bias needs db");
+	if (d->dtype == BT_DTYPE_F32)
+		return fc_bwd32(d, x, dy, w, dx, dw, db);
+	if (d->dtype != BT_DTYPE_BF16)
+		return bad_dtype(d->dtype);
+	nx = (size_t)d->n * d->cin, nw = (size_t)d->cout * d->cin, ny = (size_t)d->n * d->cout;
+	if ((rc = fcb_reserve(cpu, 2 * nx + nw + ny)))
+		return rc;
+	xf = cpu->fcb, wf = xf + nx, dyf = wf + nw, dxf = dyf + ny;
+	bf16_in(xf, x, nx);
+	bf16_in(wf, w, nw);
+	bf16_in(dyf, dy, ny);
+	if ((rc = fc_bwd32(d, xf, dyf, wf, dx ? dxf : NULL, dw, db)))
+		return rc;
+	if (dx)
+		bf16_out(dx, dxf, nx);
 	return BT_OK;
 }

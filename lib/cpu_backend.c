@@ -3,9 +3,11 @@
  * Elementwise loops are plain functions called on each thread's share of the range: as
  * such their restrict pointers survive (OpenMP's outlining drops them) and they vectorise.
  *
- * It computes in float32 only: an op given float16 or bfloat16 fails with
- * BT_ERR_UNSUPPORTED ("float16 needs --device cuda ..."), and `supports` says so
- * beforehand. Its cast, between every pair of types through mixed.h's and augment.h's
+ * It computes in float32, and in bfloat16 for mixed precision where oneDNN has bfloat16
+ * kernels for the CPU (AVX-512; natively with AVX-512 BF16 or AMX): each elementwise op
+ * then widens to float32, computes as the float32 op does and rounds once (the bf16_*
+ * loops). An op given float16 fails with BT_ERR_UNSUPPORTED ("float16 needs --device
+ * cuda ..."), and `supports` says so beforehand. Its cast, between every pair of types through mixed.h's and augment.h's
  * conversions, is the reference the CUDA backend's cast is checked against, and so is its
  * input_u8 (lib/augment's colour stage itself, in every type).
  */
@@ -83,6 +85,62 @@ static void acc_relu_k(float *restrict y, const float *restrict z, size_t n)
 	}
 }
 
+/* The same in bfloat16: operands widened to float32 (exact), the float32 operation, one
+ * rounding to nearest even (mixed.h). */
+typedef uint16_t bf16_t;
+static inline float bw(bf16_t h) { return bt_bf16_to_f32(h); }
+static inline bf16_t bn16(float f) { return bt_f32_to_bf16(f); }
+
+static void bf16_relu_fwd(bf16_t *restrict y, const bf16_t *restrict x, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = bw(x[k]) > 0.0f ? x[k] : 0;
+}
+
+static void bf16_relu_inplace(bf16_t *restrict y, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = bw(y[k]) > 0.0f ? y[k] : 0;
+}
+
+static void bf16_relu_bwd(bf16_t *restrict dx, const bf16_t *restrict dy, const bf16_t *restrict y,
+			  size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		bf16_t g = dy[k];
+		float v = bw(y[k]);
+		dx[k] = v > 0.0f ? g : 0;
+	}
+}
+
+static void bf16_add(bf16_t *restrict y, const bf16_t *restrict a, const bf16_t *restrict b, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = bn16(bw(a[k]) + bw(b[k]));
+}
+
+static void bf16_mul(bf16_t *restrict y, const bf16_t *restrict a, const bf16_t *restrict b, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = bn16(bw(a[k]) * bw(b[k]));
+}
+
+static void bf16_acc(bf16_t *restrict y, const bf16_t *restrict a, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		y[k] = bn16(bw(y[k]) + bw(a[k]));
+}
+
+/* max(0, round(y + z)) is round(max(0, y + z)): rounding keeps the sign, so this is the
+ * addition node's result through the ReLU node, bit for bit. */
+static void bf16_acc_relu(bf16_t *restrict y, const bf16_t *restrict z, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		float t = bw(y[k]) + bw(z[k]);
+		y[k] = bn16(t > 0.0f ? t : 0.0f);
+	}
+}
+
 /* Runs STMT on every thread with lo, hi its share of n elements. */
 #define PAR_SHARE(n, STMT)                                                                   \
 	do {                                                                                 \
@@ -94,17 +152,16 @@ static void acc_relu_k(float *restrict y, const float *restrict z, size_t n)
 		}                                                                            \
 	} while (0)
 
-/* Every op given a type other than float32. */
+/* Every op given a type other than float32 and bfloat16. */
 static int refuse(int dtype)
 {
-	return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the CPU backend computes in float32 only",
+	return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the CPU backend computes in float32 or bfloat16",
 			bt_dtype_name(dtype));
 }
 
 static int c_supports(void *ctx, int dtype)
 {
-	(void)ctx;
-	return dtype == BT_DTYPE_F32;
+	return dtype == BT_DTYPE_F32 || (dtype == BT_DTYPE_BF16 && bt_cpu_bf16(ctx) > 0);
 }
 
 static int c_relu_fwd(void *ctx, int dtype, const void *xv, void *yv, size_t n)
@@ -112,6 +169,15 @@ static int c_relu_fwd(void *ctx, int dtype, const void *xv, void *yv, size_t n)
 	const float *x = xv;
 	float *y = yv;
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		const bf16_t *xb = xv;
+		bf16_t *yb = yv;
+		if (xb == yb)
+			PAR_SHARE(n, bf16_relu_inplace(yb + lo, hi - lo));
+		else
+			PAR_SHARE(n, bf16_relu_fwd(yb + lo, xb + lo, hi - lo));
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	if (x == y)
@@ -124,6 +190,11 @@ static int c_relu_fwd(void *ctx, int dtype, const void *xv, void *yv, size_t n)
 static int c_relu_bwd(void *ctx, int dtype, const void *y, const void *dy, void *dx, size_t n)
 {
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		PAR_SHARE(n, bf16_relu_bwd((bf16_t *)dx + lo, (const bf16_t *)dy + lo, (const bf16_t *)y + lo,
+					   hi - lo));
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	PAR_SHARE(n, relu_bwd_k((float *)dx + lo, (const float *)dy + lo, (const float *)y + lo, hi - lo));
@@ -135,6 +206,17 @@ static int c_add(void *ctx, int dtype, const void *av, const void *bv, void *yv,
 	const float *a = av, *b = bv;
 	float *y = yv;
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		const bf16_t *ab = av, *bb = bv;
+		bf16_t *yb = yv;
+		if (yb == ab)
+			PAR_SHARE(n, bf16_acc(yb + lo, bb + lo, hi - lo));
+		else if (yb == bb)
+			PAR_SHARE(n, bf16_acc(yb + lo, ab + lo, hi - lo));
+		else
+			PAR_SHARE(n, bf16_add(yb + lo, ab + lo, bb + lo, hi - lo));
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	/* y may be a or b (an in-place residual addition). */
@@ -150,6 +232,10 @@ static int c_add(void *ctx, int dtype, const void *av, const void *bv, void *yv,
 static int c_mul(void *ctx, int dtype, const void *a, const void *b, void *y, size_t n)
 {
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		PAR_SHARE(n, bf16_mul((bf16_t *)y + lo, (const bf16_t *)a + lo, (const bf16_t *)b + lo, hi - lo));
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	PAR_SHARE(n, mul_k((float *)y + lo, (const float *)a + lo, (const float *)b + lo, hi - lo));
@@ -159,6 +245,10 @@ static int c_mul(void *ctx, int dtype, const void *a, const void *b, void *y, si
 static int c_accumulate(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		PAR_SHARE(n, bf16_acc((bf16_t *)y + lo, (const bf16_t *)x + lo, hi - lo));
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	PAR_SHARE(n, acc_k((float *)y + lo, (const float *)x + lo, hi - lo));
@@ -168,10 +258,10 @@ static int c_accumulate(void *ctx, int dtype, void *y, const void *x, size_t n)
 static int c_copy(void *ctx, int dtype, void *y, const void *x, size_t n)
 {
 	(void)ctx;
-	if (dtype != BT_DTYPE_F32)
+	if (dtype != BT_DTYPE_F32 && dtype != BT_DTYPE_BF16)
 		return refuse(dtype);
 	if (y != x)
-		memcpy(y, x, n * sizeof(float));
+		memcpy(y, x, n * bt_dtype_size(dtype));
 	return BT_OK;
 }
 
@@ -180,6 +270,32 @@ static int c_gap_fwd(void *ctx, int dtype, const void *xv, void *yv, int n, size
 	const float *x = xv;
 	float *y = yv;
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		const bf16_t *xb = xv;
+		bf16_t *yb = yv;
+		int failed = 0;
+#pragma omp parallel
+		{
+			float *acc = malloc((size_t)c * sizeof *acc);
+#pragma omp for schedule(static)
+			for (int m = 0; m < n; m++) {
+				const bf16_t *xm = xb + (size_t)m * hw * c;
+				if (!acc) {
+					failed = 1;
+					continue;
+				}
+				for (int k = 0; k < c; k++)
+					acc[k] = 0;
+				for (size_t p = 0; p < hw; p++)
+					for (int k = 0; k < c; k++)
+						acc[k] += bw(xm[p * c + k]);
+				for (int k = 0; k < c; k++)
+					yb[(size_t)m * c + k] = bn16(acc[k] / (float)hw);
+			}
+			free(acc);
+		}
+		return failed ? bt_error(BT_ERR_NOMEM, "global average pooling: %d channels", c) : BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 #pragma omp parallel for schedule(static)
@@ -202,6 +318,16 @@ static int c_gap_bwd(void *ctx, int dtype, const void *dyv, void *dxv, int n, si
 	const float *dy = dyv;
 	float *dx = dxv;
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		const bf16_t *dyb = dyv;
+		bf16_t *dxb = dxv;
+#pragma omp parallel for schedule(static)
+		for (int m = 0; m < n; m++)
+			for (size_t p = 0; p < hw; p++)
+				for (int k = 0; k < c; k++)
+					dxb[((size_t)m * hw + p) * c + k] = bn16(bw(dyb[(size_t)m * c + k]) / (float)hw);
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 #pragma omp parallel for schedule(static)
@@ -215,28 +341,30 @@ static int c_gap_bwd(void *ctx, int dtype, const void *dyv, void *dxv, int n, si
 static int c_concat_fwd(void *ctx, int dtype, const void *xjv, void *yv, size_t pixels, int cj, int co,
 			int off)
 {
-	const float *xj = xjv;
-	float *y = yv;
+	const char *xj = xjv;
+	char *y = yv;
+	size_t es = bt_dtype_size(dtype);
 	(void)ctx;
-	if (dtype != BT_DTYPE_F32)
+	if (dtype != BT_DTYPE_F32 && dtype != BT_DTYPE_BF16)
 		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (size_t p = 0; p < pixels; p++)
-		memcpy(y + p * co + off, xj + p * cj, (size_t)cj * sizeof(float));
+		memcpy(y + (p * co + off) * es, xj + p * cj * es, (size_t)cj * es);
 	return BT_OK;
 }
 
 static int c_concat_bwd(void *ctx, int dtype, const void *dyv, void *dxjv, size_t pixels, int cj, int co,
 			int off)
 {
-	const float *dy = dyv;
-	float *dxj = dxjv;
+	const char *dy = dyv;
+	char *dxj = dxjv;
+	size_t es = bt_dtype_size(dtype);
 	(void)ctx;
-	if (dtype != BT_DTYPE_F32)
+	if (dtype != BT_DTYPE_F32 && dtype != BT_DTYPE_BF16)
 		return refuse(dtype);
 #pragma omp parallel for schedule(static)
 	for (size_t p = 0; p < pixels; p++)
-		memcpy(dxj + p * cj, dy + p * co + off, (size_t)cj * sizeof(float));
+		memcpy(dxj + p * cj * es, dy + (p * co + off) * es, (size_t)cj * es);
 	return BT_OK;
 }
 
@@ -248,6 +376,18 @@ static int c_dropout_fwd(void *ctx, int dtype, const void *xv, void *yv, void *m
 	float keep = 1.0f / (1.0f - p);
 	uint64_t s = bt_mix64(seed ^ UINT64_C(0x5851f42d4c957f2d));
 	(void)ctx;
+	if (dtype == BT_DTYPE_BF16) {
+		const bf16_t *xb = xv;
+		bf16_t *yb = yv, *mb = maskv, keep16 = bn16(keep);
+#pragma omp parallel for schedule(static)
+		for (size_t k = 0; k < n; k++) {
+			double u = (double)(bt_mix64(s + k) >> 11) * 0x1.0p-53;
+			float m = u < p ? 0.0f : keep;
+			mb[k] = u < p ? 0 : keep16;
+			yb[k] = bn16(bw(xb[k]) * m);
+		}
+		return BT_OK;
+	}
 	if (dtype != BT_DTYPE_F32)
 		return refuse(dtype);
 	/* A hash of (seed, k) per element rather than a running generator: any thread, or a
@@ -451,64 +591,66 @@ static const char *c_describe(void *ctx) { return bt_cpu_describe(ctx); }
 static void c_destroy(void *ctx) { bt_cpu_free(ctx); }
 
 /* The heavy kernels: cpu.h's functions take the context as their first argument already;
- * these adapters convert it from void * and refuse a half dtype, which cpu.c does not read. */
+ * these adapters convert it from void *; cpu.c reads the descriptor's dtype (and refuses
+ * float16). */
 static int c_conv_fwd(void *c, const struct bt_conv_desc *d, const void *x, const void *w, const float *b, void *y)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_fwd(c, d, x, w, b, y); }
+{ return bt_cpu_conv_fwd(c, d, x, w, b, y); }
 static int c_conv_bwd_data(void *c, const struct bt_conv_desc *d, const void *dy, const void *w, void *dx)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_bwd_data(c, d, dy, w, dx); }
+{ return bt_cpu_conv_bwd_data(c, d, dy, w, dx); }
 static int c_conv_bwd_weights(void *c, const struct bt_conv_desc *d, const void *x, const void *dy, float *dw, float *db)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_conv_bwd_weights(c, d, x, dy, dw, db); }
+{ return bt_cpu_conv_bwd_weights(c, d, x, dy, dw, db); }
 static int c_bn_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const float *g, const float *b,
 			  float *rm, float *rv, float *sm, float *si, void *y)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y); }
+{ return bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y); }
 static int c_bn_fwd_infer(void *c, const struct bt_bn_desc *d, const void *x, const float *g, const float *b,
 			  const float *rm, const float *rv, void *y)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_fwd_infer(c, d, x, g, b, rm, rv, y); }
+{ return bt_cpu_bn_fwd_infer(c, d, x, g, b, rm, rv, y); }
 static int c_bn_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
 		    const float *sm, const float *si, void *dx, float *dg, float *db)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
+{ return bt_cpu_bn_bwd(c, d, x, dy, g, sm, si, dx, dg, db); }
 static size_t c_bn_relu_ws_bytes(void *c, const struct bt_bn_desc *d)
-{ return d->dtype ? 0 : bt_cpu_bn_relu_ws_bytes(c, d); }
+{ return bt_cpu_bn_relu_ws_bytes(c, d); }
 static int c_bn_relu_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const float *g,
 			       const float *b, float *rm, float *rv, float *sm, float *si, void *y, void *ws)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_relu_fwd_train(c, d, x, g, b, rm, rv, sm, si, y, ws); }
+{ return bt_cpu_bn_relu_fwd_train(c, d, x, g, b, rm, rv, sm, si, y, ws); }
 static int c_bn_relu_bwd(void *c, const struct bt_bn_desc *d, const void *x, const void *dy, const float *g,
 			 const float *sm, const float *si, const void *ws, void *dx, float *dg, float *db)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_bn_relu_bwd(c, d, x, dy, g, sm, si, ws, dx, dg, db); }
+{ return bt_cpu_bn_relu_bwd(c, d, x, dy, g, sm, si, ws, dx, dg, db); }
 /* oneDNN's batch norm into y, then one pass for the addition and the ReLU: the same float
  * operations as the three nodes, one pass over the activation fewer. */
 static int c_bn_add_relu_ok(void *c, const struct bt_bn_desc *d)
 {
 	(void)c;
-	return d->dtype == BT_DTYPE_F32;
+	return d->dtype == BT_DTYPE_F32 || d->dtype == BT_DTYPE_BF16;
 }
 static int c_bn_add_relu_fwd_train(void *c, const struct bt_bn_desc *d, const void *x, const void *zv,
 				   const float *g, const float *b, float *rm, float *rv, float *sm, float *si,
 				   void *yv)
 {
-	const float *z = zv;
-	float *y = yv;
 	size_t n = (size_t)d->n * d->h * d->w * d->c;
 	int st;
-	if (d->dtype)
+	if (d->dtype != BT_DTYPE_F32 && d->dtype != BT_DTYPE_BF16)
 		return refuse(d->dtype);
-	if (y == x || y == z)
+	if (yv == x || yv == zv)
 		return bt_error(BT_ERR_INVALID, "batch norm + add + ReLU: y must be neither x nor z");
-	if ((st = bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, y)) < 0)
+	if ((st = bt_cpu_bn_fwd_train(c, d, x, g, b, rm, rv, sm, si, yv)) < 0)
 		return st;
-	PAR_SHARE(n, acc_relu_k(y + lo, z + lo, hi - lo));
+	if (d->dtype == BT_DTYPE_BF16)
+		PAR_SHARE(n, bf16_acc_relu((bf16_t *)yv + lo, (const bf16_t *)zv + lo, hi - lo));
+	else
+		PAR_SHARE(n, acc_relu_k((float *)yv + lo, (const float *)zv + lo, hi - lo));
 	return BT_OK;
 }
 static size_t c_pool_ws_bytes(void *c, const struct bt_pool_desc *d) { return bt_cpu_pool_ws_bytes(c, d); }
 static int c_pool_fwd(void *c, const struct bt_pool_desc *d, const void *x, void *y, void *ws)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_pool_fwd(c, d, x, y, ws); }
+{ return bt_cpu_pool_fwd(c, d, x, y, ws); }
 static int c_pool_bwd(void *c, const struct bt_pool_desc *d, const void *dy, const void *ws, void *dx)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_pool_bwd(c, d, dy, ws, dx); }
+{ return bt_cpu_pool_bwd(c, d, dy, ws, dx); }
 static int c_fc_fwd(void *c, const struct bt_fc_desc *d, const void *x, const void *w, const float *b, void *y)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_fc_fwd(c, d, x, w, b, y); }
+{ return bt_cpu_fc_fwd(c, d, x, w, b, y); }
 static int c_fc_bwd(void *c, const struct bt_fc_desc *d, const void *x, const void *dy, const void *w,
 		    void *dx, float *dw, float *db)
-{ return d->dtype ? refuse(d->dtype) : bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
+{ return bt_cpu_fc_bwd(c, d, x, dy, w, dx, dw, db); }
 
 /* MemAvailable of /proc/meminfo, and within RLIMIT_AS what this process has not mapped yet
  * (VmSize, the first field of /proc/self/statm), whichever is smaller. */

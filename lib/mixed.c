@@ -1,5 +1,5 @@
-/* mixed.c: the compute dtypes' names, the host's bfloat16 conversions and the dynamic loss
- * scaler (mixed.h). Plain C, so that the tests check the scaler's rules and the reference
+/* mixed.c: the compute dtypes' names and the dynamic loss scaler (mixed.h; the host's
+ * bfloat16 conversions are inline there). Plain C, so that the tests check the scaler's rules and the reference
  * conversions the CUDA kernels are compared against without a GPU. */
 #include "mixed.h"
 #include "bt.h"
@@ -13,26 +13,6 @@ int bt_dtype_parse(const char *name)
 		if (strcmp(name, bt_dtype_name(i)) == 0)
 			return i;
 	return -1;
-}
-
-uint16_t bt_f32_to_bf16(float f)
-{
-	uint32_t x;
-	memcpy(&x, &f, sizeof x);
-	if ((x & 0x7fffffff) > 0x7f800000)
-		return (uint16_t)((x >> 16) | 0x40);
-	/* Round the 16 dropped bits to nearest even; a carry runs into the exponent, which
-	 * takes the largest finite values that round up to infinity, as it should. */
-	x += 0x7fff + ((x >> 16) & 1);
-	return (uint16_t)(x >> 16);
-}
-
-float bt_bf16_to_f32(uint16_t h)
-{
-	uint32_t x = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &x, sizeof f);
-	return f;
 }
 
 void bt_loss_scaler_init(struct bt_loss_scaler *s, int dtype)

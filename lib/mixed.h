@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* enum bt_dtype (BT_DTYPE_F32 = 0, BT_DTYPE_F16, BT_DTYPE_BF16), bt_dtype_name ("float32",
  * "float16", "bfloat16", "unknown") and bt_dtype_size (4, 2, 2, 0) are the checkpoint
@@ -29,8 +30,25 @@ int bt_dtype_parse(const char *name);
  * that round past the largest bfloat16 become infinities, subnormals round like any value
  * (bfloat16 has float32's exponent range), and a NaN stays a NaN of the same sign with its
  * payload's top bits, made quiet. bfloat16 -> float32 is exact. */
-uint16_t bt_f32_to_bf16(float f);
-float bt_bf16_to_f32(uint16_t h);
+static inline uint16_t bt_f32_to_bf16(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, sizeof x);
+	if ((x & 0x7fffffff) > 0x7f800000)
+		return (uint16_t)((x >> 16) | 0x40);
+	/* Round the 16 dropped bits to nearest even; a carry runs into the exponent, which
+	 * takes the largest finite values that round up to infinity, as it should. */
+	x += 0x7fff + ((x >> 16) & 1);
+	return (uint16_t)(x >> 16);
+}
+
+static inline float bt_bf16_to_f32(uint16_t h)
+{
+	uint32_t x = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &x, sizeof f);
+	return f;
+}
 
 /* The dynamic loss scaler's parameters (those of PyTorch's GradScaler and DeepSpeed's
  * dynamic scaler): start at 2^16, halve on overflow but not below 1, double after 2000

@@ -667,8 +667,10 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	if (!bt_dtype_size(dtype))
 		return bt_error(BT_ERR_INVALID, "run: unknown dtype %d", dtype);
 	if (!be->i->supports(be->ctx, dtype))
-		return bt_error(BT_ERR_UNSUPPORTED, "%s needs --device cuda: the %s backend computes in float32 only",
-				bt_dtype_name(dtype), be->i->name);
+		return bt_error(BT_ERR_UNSUPPORTED, "%s needs %s: the %s backend does not compute in it here",
+				bt_dtype_name(dtype),
+				dtype == BT_DTYPE_BF16 ? "a CPU with AVX-512 or --device cuda" : "--device cuda",
+				be->i->name);
 	if (!(r = calloc(1, sizeof *r)))
 		return bt_error(BT_ERR_NOMEM, "out of memory");
 	r->g = g;
