@@ -44,6 +44,10 @@ ERASE       ?= 0
 # the image padded with PAD black pixels, a random window of INPUT_SIZE; empty = off (the
 # default, and then no option, for the same reason as ERASE)
 PAD         ?=
+# the compute type: empty = float32 (the default, and then no option, as above), or
+# bfloat16: mixed precision on a CPU with AVX-512 (bt-train(1), MIXED PRECISION); the
+# PyTorch twin then trains under CPU autocast in bfloat16
+DTYPE       ?=
 
 # Options are written --name=value: --label-smoothing takes an optional argument, which
 # getopt_long only sees attached, and the other options read the same way in both programs.
@@ -53,7 +57,8 @@ COMMON = --num-epochs=$(EPOCHS) --batch-size=$(BATCH) --lr=$(LR) --momentum=$(MO
 	--input-size=$(INPUT_SIZE) --crop-ratio=$(CROP_RATIO) --min-area=$(MIN_AREA) \
 	--max-area=$(MAX_AREA) --min-aspect=$(MIN_ASPECT) --max-aspect=$(MAX_ASPECT) \
 	--jitter=0 --lighting=0 --mean=$(MEAN) --std=$(STD) \
-	$(if $(filter-out 0 0.0,$(ERASE)),--erase=$(ERASE)) $(if $(strip $(PAD)),--pad=$(PAD))
+	$(if $(filter-out 0 0.0,$(ERASE)),--erase=$(ERASE)) $(if $(strip $(PAD)),--pad=$(PAD)) \
+	$(if $(strip $(DTYPE)),--dtype=$(DTYPE))
 TRICKS = --lr-mode=cosine --label-smoothing=$(SMOOTHING) \
 	--mixup --mixup-alpha=$(MIXUP_ALPHA) --mixup-off-epoch=$(MIXUP_OFF)
 RECIPE = $(COMMON) $(TRICKS)

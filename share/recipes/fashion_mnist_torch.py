@@ -39,6 +39,10 @@ The recipe, as bt-train does it:
            epoch, batch norm with its running statistics (run in NCHW: faster there).
   batches  global batch size, the epoch's last partial batch dropped, a new order each
            epoch; torch.set_num_threads(-j, default 2); channels_last.
+  dtype    --dtype bfloat16: the training forward under torch.autocast("cpu", bfloat16)
+           (PyTorch's CPU mixed precision: convolutions and the FC layer in bfloat16, float32
+           weights, the loss from float32 logits), as bt-train --dtype bfloat16 on the CPU;
+           evaluation stays float32, as bt-eval scores a checkpoint's float32 weights.
 
 Output: progress on stderr; on stdout one JSON line per epoch
   {"epoch":e,"loss":..,"train_top1":..,"val_top1":..,"val_top5":..,"lr":..,"seconds":..,
@@ -261,6 +265,8 @@ def parse_args(argv):
     add("--mean", type=floats, default=[72.94])
     add("--std", type=floats, default=[90.02])
     add("--seed", type=int, default=0)
+    add("--dtype", choices=("float32", "bfloat16"), default="float32",
+        help="bfloat16: the forward under CPU autocast (bt-train --dtype bfloat16)")
     add("--limit", type=int, default=0, help="train on the first N images only")
     add("-j", "--threads", type=int, default=2)
     add("--log-interval", type=int, default=50, help="batches between progress lines")
@@ -358,9 +364,9 @@ def main(argv):
     xte_t, yte_t = eval_tensor(xte, a), torch.from_numpy(yte)
     ytr_t = torch.from_numpy(ytr)
     print("%s: cifar_resnet20_v1, %d parameters; %d train images (%d batches of %d), %d test;"
-          " %d epochs, %d threads, torch %s"
+          " %d epochs, %d threads, %s, torch %s"
           % (PROG, nparams, len(xtr), bpe, a.batch_size, len(xte), a.num_epochs, a.threads,
-             torch.__version__), file=sys.stderr)
+             a.dtype, torch.__version__), file=sys.stderr)
 
     t_start = time.perf_counter()
     it = 0
@@ -387,7 +393,9 @@ def main(argv):
             lr = lr_at(a, it, bpe, total)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out = model(x.contiguous(memory_format=torch.channels_last))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bfloat16"):
+                out = model(x.contiguous(memory_format=torch.channels_last))
+            out = out.float()
             loss = -(q * F.log_softmax(out, 1)).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
