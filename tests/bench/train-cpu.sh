@@ -39,7 +39,9 @@
 # Exits 0 whether or not the targets are met; non-zero only if something could not run.
 #
 # Environment: THREADS (default 2), RUNS (1), STEPS (10), WARMUP (3), R50_STEPS (5),
-# R50_WARMUP (2), TIMEOUT (seconds per process, 900), TORCH_ONLY=1 (run only the PyTorch
+# R50_WARMUP (2), DTYPE (float32, or bfloat16: bt-train --dtype bfloat16 against PyTorch's
+# forward under torch.autocast("cpu", bfloat16), its CPU mixed precision; the same
+# targets), TIMEOUT (seconds per process, 900), TORCH_ONLY=1 (run only the PyTorch
 # half, when bin/bt-train is not built), BT (the bt-train to run, default bin/bt-train).
 # Installs nothing. Needs bin/bt-train (make) and /usr/bin/python3 with python3-torch and
 # python3-torchvision.
@@ -64,6 +66,7 @@ R50_STEPS=${R50_STEPS:-5}
 R50_WARMUP=${R50_WARMUP:-2}
 TIMEOUT=${TIMEOUT:-900}
 TORCH_ONLY=${TORCH_ONLY:-0}
+DTYPE=${DTYPE:-float32}
 BT=${BT:-bin/bt-train}
 PY=/usr/bin/python3
 TPY=tests/bench/train_cpu_torch.py
@@ -73,6 +76,7 @@ die() { echo "train-cpu.sh: $*" >&2; exit 1; }
 for v in THREADS RUNS STEPS R50_STEPS TIMEOUT; do
 	case ${!v} in ''|*[!0-9]*|0) die "$v must be a positive integer";; esac
 done
+case $DTYPE in float32|bfloat16) ;; *) die "DTYPE must be float32 or bfloat16";; esac
 for v in WARMUP R50_WARMUP; do
 	case ${!v} in ''|*[!0-9]*) die "$v must be a non-negative integer";; esac
 done
@@ -102,7 +106,7 @@ if [ "$TORCH_ONLY" = 1 ]; then BTV="bt-train not run"; else BTV=$("$BT" -V 2>&1)
 echo "date:     $(date '+%Y-%m-%d %H:%M:%S %Z')"
 echo "machine:  $MACHINE"
 echo "versions: $BTV; $TORCHV; Python $("$PY" -c 'import platform; print(platform.python_version())')"
-echo "settings: THREADS=$THREADS RUNS=$RUNS STEPS=$STEPS WARMUP=$WARMUP R50_STEPS=$R50_STEPS R50_WARMUP=$R50_WARMUP"
+echo "settings: DTYPE=$DTYPE THREADS=$THREADS RUNS=$RUNS STEPS=$STEPS WARMUP=$WARMUP R50_STEPS=$R50_STEPS R50_WARMUP=$R50_WARMUP"
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the runs)"
 echo
 
@@ -152,7 +156,8 @@ for cfg in "${CONFIGS[@]}"; do
 		 ttarget=1.0 itarget=1.0 desc="resnet50_v1 b16 3x224x224";;
 	esac
 	args=(--model "$model" --batch-size "$batch" --input-size "$size" --in-channels "$ch"
-	      --steps "$steps" --warmup "$warm" -j "$THREADS")
+	      --steps "$steps" --warmup "$warm" -j "$THREADS" --dtype "$DTYPE")
+	[ "$DTYPE" = float32 ] || desc="$desc $DTYPE"
 	bt_train="" bt_infer="" bt_peak="" t_train="" t_infer="" t_peak=""
 	ptrain="" pinfer=""
 	for ((r = 1; r <= RUNS; r++)); do

@@ -4,6 +4,7 @@
 Usage: /usr/bin/python3 tests/bench/train_cpu_torch.py --model NAME [--batch-size B]
            [--input-size S] [--in-channels C] [--classes K] [--steps N] [--warmup N]
            [-j T] [--memory-format channels_last|contiguous] [--no-inference]
+           [--dtype float32|bfloat16]
 
 Does what `bt-train --benchmark` does, with the same model (the mirrors of
 tests/bench/zoo_torch.py, which have bt's exact structure), batch, loss and optimizer:
@@ -12,7 +13,9 @@ SGD(lr 0.01, momentum 0.9, nesterov, weight_decay 1e-4); WARMUP untimed steps, t
 timed steps of zero_grad / forward / loss / backward / step; then inference
 (model.eval(), torch.no_grad()) timed the same way: WARMUP untimed forwards, STEPS timed.
 torch.set_num_threads(T). --memory-format channels_last puts the model and the input in
-NHWC (bt's layout); contiguous is PyTorch's default NCHW.
+NHWC (bt's layout); contiguous is PyTorch's default NCHW. --dtype bfloat16 runs every
+forward (training and inference) under torch.autocast("cpu", dtype=torch.bfloat16),
+PyTorch's CPU mixed precision, beside bt-train --benchmark --dtype bfloat16.
 
 Prints "key value" lines like bt-train; the last line is the training images per second:
     model       NAME
@@ -68,8 +71,10 @@ def main():
     ap.add_argument("-j", "--threads", type=int, default=os.cpu_count())
     ap.add_argument("--memory-format", choices=("channels_last", "contiguous"),
                     default="channels_last")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--no-inference", action="store_true")
     a = ap.parse_args()
+    half = a.dtype == "bfloat16"
 
     torch.set_num_threads(a.threads)
     base = rss_kb()
@@ -96,7 +101,9 @@ def main():
         if s == a.warmup:
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = crit(model(x), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+            out = model(x)
+        loss = crit(out.float(), labels)
         loss.backward()
         opt.step()
     lossv = loss.item()
@@ -109,7 +116,8 @@ def main():
             for s in range(a.warmup + a.steps):
                 if s == a.warmup:
                     t0 = time.perf_counter()
-                y = model(x)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                    y = model(x)
             y.sum().item()
         infer_s = time.perf_counter() - t0
 
@@ -117,6 +125,7 @@ def main():
     print("model       %s" % a.model)
     print("batch       %d" % a.batch_size)
     print("format      %s" % a.memory_format)
+    print("dtype       %s" % a.dtype)
     print("loss        %.4f (last step)" % lossv)
     print("step        %.2f ms (forward + backward + SGD)" % (1e3 * train_s / a.steps))
     if not a.no_inference:
