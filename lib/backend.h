@@ -11,7 +11,7 @@
  * Types: parameters, their gradients and optimizer state are always float32. Activations
  * and their gradients are of a compute dtype (mixed.h) that each op's descriptor or dtype
  * argument names, and `supports` says which the backend has: float32 everywhere, float16
- * and bfloat16 on CUDA, bfloat16 on a CPU with AVX-512 (mixed precision). A backend given a dtype it does not support
+ * and bfloat16 on CUDA, bfloat16 on a CPU with AVX-512 BF16 (mixed precision). A backend given a dtype it does not support
  * fails with BT_ERR_UNSUPPORTED.
  *
  * Checklist when adding an op: a slot here, the CPU implementation (lib/cpu_backend.c and,

@@ -234,9 +234,8 @@ int bt_cpu_bf16(struct bt_cpu *cpu)
 {
 	unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
 	(void)cpu;
-	if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16)
-		return 2; /* AMX's mask contains it too */
-	return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+	/* AMX's mask contains AVX-512 BF16's */
+	return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
 }
 
 /* ---- the primitive cache ---------------------------------------------------------------- */

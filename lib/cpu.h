@@ -14,9 +14,8 @@
  * initialiser that leaves it out sets to 0, float32. These kernels also take bfloat16
  * (mixed precision, as backend.h says for each argument: activations, their gradients and
  * the weights w in bfloat16, accumulated in float32; biases, parameter gradients and batch
- * norm's parameters and statistics in float32). oneDNN runs bfloat16 natively on AVX-512
- * BF16 and AMX, and emulates it on plain AVX-512 (bt_cpu_bf16 says which). float16 is
- * refused: oneDNN 2.6 has no float16 training kernels for x86 CPUs.
+ * norm's parameters and statistics in float32), on CPUs with AVX-512 BF16 (bt_cpu_bf16).
+ * float16 is refused: oneDNN 2.6 has no float16 training kernels for x86 CPUs.
  */
 #ifndef BT_CPU_H
 #define BT_CPU_H
@@ -33,8 +32,9 @@ void bt_cpu_free(struct bt_cpu *cpu);
 const char *bt_cpu_describe(struct bt_cpu *cpu);
 /* How many primitives this context has created (cache misses); for tests. */
 int bt_cpu_cache_misses(struct bt_cpu *cpu);
-/* bfloat16 on this CPU: 2 native (AVX-512 BF16 or AMX), 1 emulated by oneDNN on AVX-512
- * (correct, slower than float32), 0 none (no AVX-512: oneDNN has only reference loops). */
+/* 1 when oneDNN computes bfloat16 natively here (AVX-512 BF16, or AMX), else 0. Elsewhere
+ * it emulates the instructions on AVX-512 or has only reference loops: correct, but slower
+ * than float32, so the CPU backend does not offer bfloat16 there. */
 int bt_cpu_bf16(struct bt_cpu *cpu);
 
 struct bt_conv_desc {

@@ -3,8 +3,8 @@
  * Elementwise loops are plain functions called on each thread's share of the range: as
  * such their restrict pointers survive (OpenMP's outlining drops them) and they vectorise.
  *
- * It computes in float32, and in bfloat16 for mixed precision where oneDNN has bfloat16
- * kernels for the CPU (AVX-512; natively with AVX-512 BF16 or AMX): each elementwise op
+ * It computes in float32, and in bfloat16 for mixed precision where oneDNN has native
+ * bfloat16 kernels for the CPU (AVX-512 BF16 or AMX): each elementwise op
  * then widens to float32, computes as the float32 op does and rounds once (the bf16_*
  * loops). An op given float16 fails with BT_ERR_UNSUPPORTED ("float16 needs --device
  * cuda ..."), and `supports` says so beforehand. Its cast, between every pair of types through mixed.h's and augment.h's
@@ -168,7 +168,7 @@ static int refuse(int dtype)
 
 static int c_supports(void *ctx, int dtype)
 {
-	return dtype == BT_DTYPE_F32 || (dtype == BT_DTYPE_BF16 && bt_cpu_bf16(ctx) > 0);
+	return dtype == BT_DTYPE_F32 || (dtype == BT_DTYPE_BF16 && bt_cpu_bf16(ctx));
 }
 
 static int c_relu_fwd(void *ctx, int dtype, const void *xv, void *yv, size_t n)

@@ -669,7 +669,7 @@ static int run_new(struct bt_run **out, const struct bt_graph *g, struct bt_back
 	if (!be->i->supports(be->ctx, dtype))
 		return bt_error(BT_ERR_UNSUPPORTED, "%s needs %s: the %s backend does not compute in it here",
 				bt_dtype_name(dtype),
-				dtype == BT_DTYPE_BF16 ? "a CPU with AVX-512 or --device cuda" : "--device cuda",
+				dtype == BT_DTYPE_BF16 ? "a CPU with AVX-512 BF16 or --device cuda" : "--device cuda",
 				be->i->name);
 	if (!(r = calloc(1, sizeof *r)))
 		return bt_error(BT_ERR_NOMEM, "out of memory");
