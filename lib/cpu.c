@@ -1,5 +1,7 @@
 /* cpu.c: the CPU backend's convolution, batch norm, pooling and fully connected kernels on
- * oneDNN 2.6, behind the plain NHWC float32 interface of cpu.h.
+ * oneDNN 2.6, behind the plain NHWC interface of cpu.h, in float32 or bfloat16 (the
+ * descriptor's dtype picks oneDNN's data type for activations and weights; weight gradients,
+ * biases and batch-norm parameters stay float32).
  *
  * Creating a oneDNN primitive costs milliseconds (it picks and JIT-compiles a kernel), so each
  * one is built once per (kind, shape) and kept in a small open-addressing hash table in the
@@ -633,8 +635,8 @@ struct conv_mds {
 static int wino_wanted(const struct bt_cpu *cpu, const struct bt_conv_desc *d)
 {
 	int min = cpu->wino_min;
-	return min > 0 && d->dtype == BT_DTYPE_F32 && d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->dh == 1 &&
-	       d->dw == 1 && d->groups == 1 && !(d->post & BT_CONV_POST_SUM) && d->c >= min &&
+	return min > 0 && d->dtype == BT_DTYPE_F32 && d->kh == 3 && d->kw == 3 && d->sh == 1 &&
+	       d->sw == 1 && d->dh == 1 && d->dw == 1 && d->groups == 1 && !(d->post & BT_CONV_POST_SUM) && d->c >= min &&
 	       d->cout >= min && d->oh >= 7 && d->ow >= 7;
 }
 
