@@ -311,17 +311,23 @@ static int scratch_reserve(struct bt_cpu *cpu, size_t bytes)
 	return BT_OK;
 }
 
-static int aux_reserve(struct bt_cpu *cpu, size_t floats)
+/* Grows *buf (of *have floats) to hold at least want floats; its contents are not kept. */
+static int floats_reserve(float **buf, size_t *have, size_t want, const char *what)
 {
 	float *p;
-	if (floats <= cpu->aux_floats)
+	if (want <= *have)
 		return BT_OK;
-	p = realloc(cpu->aux, floats * sizeof *p);
+	p = realloc(*buf, want * sizeof *p);
 	if (!p)
-		return bt_error(BT_ERR_NOMEM, "cpu aux of %zu floats", floats);
-	cpu->aux = p;
-	cpu->aux_floats = floats;
+		return bt_error(BT_ERR_NOMEM, "cpu %s of %zu floats", what, want);
+	*buf = p;
+	*have = want;
 	return BT_OK;
+}
+
+static int aux_reserve(struct bt_cpu *cpu, size_t floats)
+{
+	return floats_reserve(&cpu->aux, &cpu->aux_floats, floats, "aux");
 }
 
 static int make_reorder(struct bt_cpu *cpu, dnnl_primitive_t *r, const dnnl_memory_desc_t *from,
@@ -1254,19 +1260,6 @@ static int sgemm(char ta, char tb, int m, int n, int k, const float *a, int lda,
 	return s == dnnl_success ? BT_OK : dnnl_fail(s, "sgemm");
 }
 
-static int fcb_reserve(struct bt_cpu *cpu, size_t floats)
-{
-	float *p;
-	if (floats <= cpu->fcb_floats)
-		return BT_OK;
-	p = realloc(cpu->fcb, floats * sizeof *p);
-	if (!p)
-		return bt_error(BT_ERR_NOMEM, "cpu fc buffer of %zu floats", floats);
-	cpu->fcb = p;
-	cpu->fcb_floats = floats;
-	return BT_OK;
-}
-
 static void bf16_in(float *restrict y, const uint16_t *restrict x, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1326,7 +1319,7 @@ int bt_cpu_fc_fwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const void *x,
 	if (d->dtype != BT_DTYPE_BF16)
 		return bad_dtype(d->dtype);
 	nx = (size_t)d->n * d->cin, nw = (size_t)d->cout * d->cin, ny = (size_t)d->n * d->cout;
-	if ((rc = fcb_reserve(cpu, nx + nw + ny)))
+	if ((rc = floats_reserve(&cpu->fcb, &cpu->fcb_floats, nx + nw + ny, "fc buffer")))
 		return rc;
 	xf = cpu->fcb, wf = xf + nx, yf = wf + nw;
 	bf16_in(xf, x, nx);
@@ -1353,7 +1346,7 @@ int bt_cpu_fc_bwd(struct bt_cpu *cpu, const struct bt_fc_desc *d, const void *x,
 	if (d->dtype != BT_DTYPE_BF16)
 		return bad_dtype(d->dtype);
 	nx = (size_t)d->n * d->cin, nw = (size_t)d->cout * d->cin, ny = (size_t)d->n * d->cout;
-	if ((rc = fcb_reserve(cpu, 2 * nx + nw + ny)))
+	if ((rc = floats_reserve(&cpu->fcb, &cpu->fcb_floats, 2 * nx + nw + ny, "fc buffer")))
 		return rc;
 	xf = cpu->fcb, wf = xf + nx, dyf = wf + nw, dxf = dyf + ny;
 	bf16_in(xf, x, nx);
