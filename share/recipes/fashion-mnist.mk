@@ -118,11 +118,12 @@ IDX_train = train
 IDX_test = t10k
 
 # ---- a stamp per recipe, rewritten only when its options change, so runs depend on them --
+# (its temporary file is named by the shell's pid: makes of different SEEDS may run at once)
 RECIPE_bench = $(RECIPE)
 $(OUT)/%.recipe: FORCE
 	@mkdir -p $(OUT)
-	@printf '%s\n' '$(strip $(RECIPE_$*))' > $@.tmp
-	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+	@t=$@.$$$$.tmp; printf '%s\n' '$(strip $(RECIPE_$*))' > $$t && \
+		if cmp -s $$t $@; then rm -f $$t; else mv -f $$t $@; fi
 FORCE:
 
 # $(call bt_run,RUNDIR,SEED,OPTIONS,STAMP): bt-train into RUNDIR, then bt-eval of its last
