@@ -482,24 +482,25 @@ static int math_mode(const struct conv_entry *e)
  * mode without tensor cores: an FMA result as it is, else (a second chance, should cuDNN
  * report the descriptor's math type loosely) a DEFAULT one with FMA forced, since DEFAULT
  * lets Ampere and later GPUs use TF32. With TF32 on, anything but FP16 down-conversion.
- * With half data, any math type: the data is half already, the accumulation float32
- * (the descriptor's compute type). With det_first, deterministic algorithms first, so that
- * two runs give the same bits; without (algorithms found by timing), the list's order, the
- * fastest first. *math: the math type to set on the descriptor. */
+ * With half data, any math type (the data is half already, the accumulation float32: the
+ * descriptor's compute type), down-conversion only in the second chance. With det_first,
+ * deterministic algorithms first, second chance included, so that two runs give the same
+ * bits; without (algorithms found by timing), the list's order, the fastest first.
+ * *math: the math type to set on the descriptor. */
 template <typename Perf>
 static int pick(const Perf *perf, int n, int mode, int det_first, cudnnMathType_t *math,
 		const unsigned char *tried)
 {
 	int tf32 = mode == MATH_TF32;
 	for (int pass = 0; pass < 4; pass++) {
-		int det = det_first && !(pass & 1), loose = pass >= 2;
+		int det = det_first && pass < 2, loose = pass & 1;
 		for (int i = 0; i < n; i++) {
 			cudnnMathType_t m = perf[i].mathType;
 			if (tried[i] || perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
 				continue;
 			if (det && perf[i].determinism != CUDNN_DETERMINISTIC)
 				continue;
-			if (mode == MATH_HALF) {
+			if (mode == MATH_HALF && (loose || m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) {
 				*math = m;
 				return i;
 			}
