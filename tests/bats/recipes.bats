@@ -18,6 +18,9 @@ recipe() {
 	[ "$status" -eq 0 ]
 	[ -f "$T/fm/bt-seed0/last.btc" ]
 	grep -q '"top1":' "$T/fm/bt-seed0.json"
+	# the default crop: padded by 4, the test images as they are (share/recipes/README)
+	grep -q -- ' --crop-ratio=1 .* --pad=4 ' "$T/fm/bench.recipe"
+	bt-info "$T/fm/bt-seed0/last.btc" | grep -q "^recipe     pad=4$"
 	# the same options again: nothing to train
 	run recipe fashion-mnist.mk OUT="$T/fm" bt
 	[ "$status" -eq 0 ]
