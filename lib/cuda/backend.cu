@@ -492,8 +492,9 @@ static int pick(const Perf *perf, int n, int mode, int det_first, cudnnMathType_
 		const unsigned char *tried)
 {
 	int tf32 = mode == MATH_TF32;
-	for (int pass = 0; pass < 4; pass++) {
-		int det = det_first && pass < 2, loose = pass & 1;
+	/* deterministic strict, deterministic loose, then any strict, any loose */
+	for (int pass = det_first ? 0 : 2; pass < 4; pass++) {
+		int det = pass < 2, loose = pass & 1;
 		for (int i = 0; i < n; i++) {
 			cudnnMathType_t m = perf[i].mathType;
 			if (tried[i] || perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > WS_LIMIT)
